@@ -1,0 +1,60 @@
+"""hhjax: differentiable Hodgkin–Huxley simulation and fitting on JAX and Diffrax.
+
+Units everywhere: mV, ms, µA/cm², mS/cm², µF/cm², °C.
+"""
+
+from . import _kinetics as kinetics
+from ._features import FICurve as FICurve
+from ._features import fi_curve as fi_curve
+from ._features import firing_rate as firing_rate
+from ._features import spike_count as spike_count
+from ._features import spike_times as spike_times
+from ._params import FIELDS as FIELDS
+from ._params import HHParams as HHParams
+from ._simulate import SimulationError as SimulationError
+from ._simulate import Trajectory as Trajectory
+from ._simulate import currents as currents
+from ._simulate import rest_state as rest_state
+from ._simulate import simulate as simulate
+from ._simulate import steady_state as steady_state
+from ._stimulus import AbstractStimulus as AbstractStimulus
+from ._stimulus import OUNoise as OUNoise
+from ._stimulus import Pulses as Pulses
+from ._stimulus import Sampled as Sampled
+from ._stimulus import Step as Step
+from ._stimulus import SumStimulus as SumStimulus
+from ._vector_field import Currents as Currents
+from ._vector_field import HHState as HHState
+from ._vector_field import gates_inf as gates_inf
+from ._vector_field import ionic_currents as ionic_currents
+from ._vector_field import vector_field as vector_field
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractStimulus",
+    "Currents",
+    "FICurve",
+    "FIELDS",
+    "HHParams",
+    "HHState",
+    "OUNoise",
+    "Pulses",
+    "Sampled",
+    "SimulationError",
+    "Step",
+    "SumStimulus",
+    "Trajectory",
+    "currents",
+    "fi_curve",
+    "firing_rate",
+    "gates_inf",
+    "ionic_currents",
+    "kinetics",
+    "rest_state",
+    "simulate",
+    "spike_count",
+    "spike_times",
+    "steady_state",
+    "vector_field",
+]

@@ -1,0 +1,114 @@
+"""Rate functions of the Hodgkin–Huxley (1952) gating kinetics.
+
+Units: voltages in mV, rates in 1/ms, temperature in °C.
+
+All rates are written in terms of the depolarisation $u = v - v_{\\mathrm{ref}}$, where
+$v_{\\mathrm{ref}}$ is the voltage the kinetics were measured from: 0 mV in Hodgkin and Huxley's
+own (1952) convention, -65 mV in the modern convention used by NEURON's ``hh.mod``. With that
+single shift the two conventions share one set of formulas.
+
+Two rates, $\\alpha_n$ and $\\alpha_m$, have the form $a (c - u) / (\\exp((c - u)/k) - 1)$, which is
+0/0 at $u = c$. They are evaluated through [`xexpm1`][], whose double-`where` guard keeps both the
+value and its gradient finite and exact at that point.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike
+
+__all__ = [
+    "Q10",
+    "T_REF",
+    "xexpm1",
+    "alpha_m",
+    "beta_m",
+    "alpha_h",
+    "beta_h",
+    "alpha_n",
+    "beta_n",
+    "temperature_factor",
+    "gate_inf_tau",
+]
+
+Q10 = 3.0
+"""Temperature coefficient of all gating rates (as in NEURON's hh.mod)."""
+T_REF = 6.3
+"""Temperature (°C) at which the 1952 rates were measured."""
+
+# Below this |x| the Taylor series of x/(e^x-1) is used; its first neglected term is x^4/720,
+# far below float64 round-off here, and the branch is never taken for ordinary inputs.
+_TAYLOR_EPS = 1e-4
+
+
+def xexpm1(x: ArrayLike) -> Array:
+    r"""$x / (e^x - 1)$, finite with a finite gradient everywhere, including $x = 0$.
+
+    **Arguments:**
+
+    - `x`: any real array.
+
+    **Returns:**
+
+    An array of the same shape. At $x = 0$ the value is 1 and the derivative $-1/2$, exactly.
+    The double `where` keeps the unselected branch free of 0/0 so that reverse-mode gradients do
+    not pick up NaN from it.
+    """
+    x = jnp.asarray(x)
+    small = jnp.abs(x) < _TAYLOR_EPS
+    safe_x = jnp.where(small, jnp.ones_like(x), x)
+    exact = safe_x / jnp.expm1(safe_x)
+    taylor = 1.0 - x / 2.0 + x * x / 12.0
+    return jnp.where(small, taylor, exact)
+
+
+def alpha_m(u: ArrayLike) -> Array:
+    """Na activation opening rate (1/ms) at depolarisation `u` (mV) from the reference."""
+    return 1.0 * xexpm1((25.0 - u) / 10.0)
+
+
+def beta_m(u: ArrayLike) -> Array:
+    """Na activation closing rate (1/ms)."""
+    return 4.0 * jnp.exp(-jnp.asarray(u) / 18.0)
+
+
+def alpha_h(u: ArrayLike) -> Array:
+    """Na inactivation recovery rate (1/ms)."""
+    return 0.07 * jnp.exp(-jnp.asarray(u) / 20.0)
+
+
+def beta_h(u: ArrayLike) -> Array:
+    """Na inactivation rate (1/ms): $1/(e^{(30-u)/10} + 1)$ written as a sigmoid (no overflow)."""
+    return jax.nn.sigmoid((jnp.asarray(u) - 30.0) / 10.0)
+
+
+def alpha_n(u: ArrayLike) -> Array:
+    """K activation opening rate (1/ms)."""
+    return 0.1 * xexpm1((10.0 - u) / 10.0)
+
+
+def beta_n(u: ArrayLike) -> Array:
+    """K activation closing rate (1/ms)."""
+    return 0.125 * jnp.exp(-jnp.asarray(u) / 80.0)
+
+
+def temperature_factor(temperature: ArrayLike) -> Array:
+    r"""Rate multiplier $Q_{10}^{(T - 6.3)/10}$ with $Q_{10} = 3$, as NEURON's hh.mod."""
+    return Q10 ** ((jnp.asarray(temperature) - T_REF) / 10.0)
+
+
+def gate_inf_tau(alpha: Array, beta: Array, phi: ArrayLike = 1.0) -> tuple[Array, Array]:
+    r"""Steady state $x_\infty = \alpha/(\alpha+\beta)$ and time constant $\tau = 1/(\phi(\alpha+\beta))$.
+
+    **Arguments:**
+
+    - `alpha`, `beta`: opening and closing rates (1/ms).
+    - `phi`: temperature factor.
+
+    **Returns:**
+
+    `(x_inf, tau)`; `tau` in ms.
+    """
+    total = alpha + beta
+    return alpha / total, 1.0 / (phi * total)

@@ -1,0 +1,391 @@
+"""`simulate`: the one jit boundary around `diffrax.diffeqsolve` for HH membranes.
+
+Units: ms, mV, µA/cm².
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from ._params import HHParams, _concrete
+from ._stimulus import AbstractStimulus, as_stimulus
+from ._vector_field import (
+    Currents,
+    HHState,
+    gates_inf,
+    ionic_currents,
+    vector_field,
+)
+
+__all__ = [
+    "Trajectory",
+    "SimulationError",
+    "simulate",
+    "steady_state",
+    "rest_state",
+    "currents",
+    "DEFAULT_RTOL",
+    "DEFAULT_ATOL",
+    "DEFAULT_DT_SAVE",
+]
+
+DEFAULT_RTOL = 1e-8
+DEFAULT_ATOL = 1e-8
+DEFAULT_DT_SAVE = 0.025
+"""Save-grid spacing (ms) used by adaptive solves when neither `ts` nor `dt_save` is given."""
+
+
+class SimulationError(RuntimeError):
+    """A solve did not reach `t1` (too many steps, a non-finite state, or a solver failure)."""
+
+
+class Trajectory(eqx.Module):
+    """The solution of [`hhjax.simulate`][] on its save grid.
+
+    **Fields** (each of shape `(*batch, times)`):
+
+    - `ts`: save times (ms).
+    - `v`: membrane potential (mV). `m`, `h`, `n`: gates (dimensionless).
+    - `i_stim`: the injected current at the save times (µA/cm²).
+    - `result`: Diffrax's result code; `ok` says whether every solve succeeded.
+    - `num_steps`: accepted plus rejected solver steps taken.
+    """
+
+    ts: Array
+    v: Array
+    m: Array
+    h: Array
+    n: Array
+    i_stim: Array
+    result: diffrax.RESULTS
+    num_steps: Array
+
+    @property
+    def state(self) -> HHState:
+        """The saved states as an [`HHState`][]."""
+        return HHState(self.v, self.m, self.h, self.n)
+
+    @property
+    def ok(self) -> Array:
+        """`True` where the solve reached `t1`."""
+        return self.result == diffrax.RESULTS.successful
+
+    def final_state(self) -> HHState:
+        """The state at the last save time (usable as `y0` to continue)."""
+        return jax.tree_util.tree_map(lambda x: x[..., -1], self.state)
+
+
+def steady_state(params: HHParams, v: ArrayLike) -> HHState:
+    """The state with voltage `v` (mV) and every gate at its steady state $x_\\infty(v)$.
+
+    This is NEURON's `finitialize(v)`; usable as `y0`.
+    """
+    v = jnp.asarray(v, dtype=jnp.result_type(params.dtype, float))
+    m, h, n = gates_inf(params, v)
+    return HHState(v, m, h, n)
+
+
+def _steady_current(params: HHParams, v):
+    m, h, n = gates_inf(params, v)
+    return sum(ionic_currents(params, v, m, h, n))
+
+
+def rest_state(params: HHParams, i_hold: ArrayLike = 0.0, *, iterations: int = 40) -> HHState:
+    """The resting state: the voltage where $dv/dt = 0$ with gates at steady state.
+
+    Found by damped Newton iteration on the steady-state I–V relation, started from
+    `params.v_ref`; differentiable with respect to the parameters.
+
+    **Arguments:**
+
+    - `params`: an [`HHParams`][] (scalar fields; vmap for batches).
+    - `i_hold`: a constant injected current (µA/cm²) to rest under; default 0.
+    - `iterations`: Newton iterations (quadratic convergence: 40 is ample).
+
+    **Returns:**
+
+    An [`HHState`][].
+    """
+    if params.batch_shape:
+        return jax.vmap(lambda p: rest_state(p, i_hold, iterations=iterations))(params.broadcast())
+    dtype = jnp.result_type(params.dtype, float)
+    f = lambda v: _steady_current(params, v) - i_hold
+    df = jax.grad(f)
+
+    def newton(_, v):
+        step = f(v) / df(v)
+        # Damp far-from-root steps; near the root the step is tiny and Newton is exact.
+        return v - jnp.clip(step, -10.0, 10.0)
+
+    v = jax.lax.fori_loop(0, iterations, newton, jnp.asarray(params.v_ref, dtype))
+    return steady_state(params, v)
+
+
+def currents(params: HHParams, traj: Trajectory) -> Currents:
+    """Membrane current densities (µA/cm²) along a trajectory: Na, K, leak, their sum, stimulus.
+
+    **Returns:** a [`Currents`][] with `i_na`, `i_k`, `i_l`, `i_ion`, `i_stim` and
+    `i_sum = i_stim - i_ion` (the net current, $C_m dv/dt$), each shaped like `traj.v`.
+    """
+    p = jax.tree_util.tree_map(lambda x: jnp.expand_dims(x, -1), params)
+    i_na, i_k, i_l = ionic_currents(p, traj.v, traj.m, traj.h, traj.n)
+    i_ion = i_na + i_k + i_l
+    return Currents(i_na, i_k, i_l, i_ion, traj.i_stim, traj.i_stim - i_ion)
+
+
+# ---------------------------------------------------------------------------- validation
+def _as_time(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a number of milliseconds, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}.")
+    return value
+
+
+def _save_grid(t0: float, t1: float, ts, dt_save, step_grid) -> np.ndarray:
+    if ts is not None and dt_save is not None:
+        raise ValueError("Pass either `ts` or `dt_save`, not both.")
+    if ts is not None:
+        ts = np.asarray(ts, dtype=np.float64).reshape(-1)
+        if ts.size == 0:
+            raise ValueError("`ts` is empty; pass at least one save time.")
+        if not np.all(np.isfinite(ts)):
+            raise ValueError("`ts` contains non-finite values.")
+        if np.any(np.diff(ts) <= 0):
+            raise ValueError(
+                "`ts` must be strictly increasing (sorted, no repeats); sort it first."
+            )
+        if ts[0] < t0 or ts[-1] > t1:
+            raise ValueError(
+                f"`ts` must lie within [t0, t1] = [{t0}, {t1}] ms, got [{ts[0]}, {ts[-1]}]."
+            )
+        return ts
+    if dt_save is None:
+        if step_grid is not None:
+            return step_grid
+        dt_save = DEFAULT_DT_SAVE
+    dt_save = _as_time("dt_save", dt_save)
+    if dt_save <= 0:
+        raise ValueError(f"`dt_save` must be > 0 ms, got {dt_save}.")
+    return _uniform_grid(t0, t1, dt_save)
+
+
+def _uniform_grid(t0: float, t1: float, dt: float) -> np.ndarray:
+    """`t0, t0 + dt, ...` (by multiplication, no accumulated round-off), ending exactly at t1."""
+    n = int(math.floor((t1 - t0) / dt + 1e-9))
+    grid = t0 + dt * np.arange(n + 1, dtype=np.float64)
+    if t1 - grid[-1] > 1e-9 * max(1.0, abs(t1)):
+        grid = np.append(grid, t1)
+    else:
+        grid[-1] = t1
+    return grid
+
+
+def _as_state(y0, params: HHParams) -> HHState:
+    if isinstance(y0, HHState):
+        state = y0
+    else:
+        try:
+            v, m, h, n = y0
+        except (TypeError, ValueError):
+            raise TypeError(
+                "`y0` must be an HHState or a sequence (v, m, h, n); use hhjax.steady_state(p, v) "
+                "for gates at steady state."
+            ) from None
+        state = HHState(*(jnp.asarray(x) for x in (v, m, h, n)))
+    for name in ("m", "h", "n"):
+        value = _concrete(getattr(state, name))
+        if value is not None and not np.all((value >= 0) & (value <= 1)):
+            raise ValueError(f"`y0.{name}` is a gate and must lie in [0, 1], got {value}.")
+    return state
+
+
+def _is_traced(tree) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _result_message(result) -> str:
+    messages = diffrax.RESULTS._index_to_message
+    index = int(result)
+    return messages[index] if 0 <= index < len(messages) else f"diffrax result code {index}."
+
+
+# ---------------------------------------------------------------------------- the solve
+@eqx.filter_jit
+def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
+    solver, dt0, rtol, atol, max_steps, throw, adjoint = config
+    dtype = jnp.result_type(params.dtype, float)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+    save_ts = jnp.asarray(save_ts, dtype)
+
+    def one(p, y):
+        if y is None:
+            y = rest_state(p)
+        y = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y)
+        if step_grid is None:
+            pid = diffrax.PIDController(rtol=rtol, atol=atol)
+            controller = diffrax.ClipStepSizeController(pid, jump_ts=jumps)
+            dt = dt0
+        else:
+            controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))
+            dt = None
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vector_field),
+            solver,
+            t0=jnp.asarray(t0, dtype),
+            t1=jnp.asarray(t1, dtype),
+            dt0=dt,
+            y0=y,
+            args=(p, stimulus),
+            saveat=diffrax.SaveAt(ts=save_ts),
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            throw=throw,
+            adjoint=adjoint,
+        )
+        ys = sol.ys
+        return ys, sol.result, sol.stats["num_steps"]
+
+    batch = params.batch_shape
+    if batch:
+        flat = jax.tree_util.tree_map(lambda x: x.reshape(-1), params.broadcast())
+        y_axis = None
+        if y0 is not None:
+            y0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, batch).reshape(-1), y0)
+            y_axis = 0
+        ys, result, steps = jax.vmap(one, in_axes=(0, y_axis))(flat, y0)
+        unflat = lambda x: x.reshape(*batch, *x.shape[1:])
+        ys, result, steps = jax.tree_util.tree_map(unflat, (ys, result, steps))
+    else:
+        ys, result, steps = one(params, y0)
+    i_stim = (
+        jnp.zeros_like(save_ts) if stimulus is None else jax.vmap(stimulus)(save_ts).astype(dtype)
+    )
+    i_stim = jnp.broadcast_to(i_stim, ys.v.shape)
+    ts = jnp.broadcast_to(save_ts, ys.v.shape)
+    return Trajectory(ts, ys.v, ys.m, ys.h, ys.n, i_stim, result, steps)
+
+
+def simulate(
+    params: HHParams,
+    stimulus: AbstractStimulus | float | None = None,
+    t1: float = 100.0,
+    *,
+    t0: float = 0.0,
+    ts: ArrayLike | Sequence[float] | None = None,
+    dt_save: float | None = None,
+    y0: HHState | Sequence[ArrayLike] | None = None,
+    solver: diffrax.AbstractSolver | None = None,
+    dt0: float | None = None,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_steps: int | None = None,
+    throw: bool = True,
+    adjoint: diffrax.AbstractAdjoint | None = None,
+) -> Trajectory:
+    """Integrate the HH equations from `t0` to `t1` with Diffrax.
+
+    **Arguments:**
+
+    - `params`: an [`HHParams`][]. Fields with a leading batch axis simulate a batch of neurons
+      in one vmapped solve (every field broadcast to a common batch shape).
+    - `stimulus`: injected current: a stimulus ([`Step`][], [`Pulses`][], [`Sampled`][],
+      [`OUNoise`][], or a sum), a constant in µA/cm², or `None`.
+    - `t1`, `t0`: end and start of the span (ms); Python numbers (they fix the compiled shape).
+    - `ts`: save times (ms), increasing, within `[t0, t1]`. Or `dt_save`: a uniform grid spacing
+      (ms). Default: every step for fixed-step solvers, 0.025 ms for adaptive ones.
+    - `y0`: initial [`HHState`][] (or `(v, m, h, n)`); default [`rest_state`][]`(params)`.
+      [`steady_state`][]`(params, v)` gives NEURON's `finitialize(v)`.
+    - `solver`: any Diffrax ODE solver. Default `diffrax.Tsit5()` with a PID controller at
+      `rtol`/`atol`. Fixed-step solvers (e.g. `diffrax.Euler()`, or `hhjax.ExponentialEuler()`)
+      need `dt0` and step on the exact grid `t0 + k·dt0`.
+    - `dt0`: initial (adaptive) or fixed step (ms).
+    - `rtol`, `atol`: tolerances of adaptive solvers.
+    - `max_steps`: step budget; default generous (`max(100_000, 200·(t1-t0))`, or the grid
+      length for fixed steps).
+    - `throw`: raise [`SimulationError`][] on failure; with `False`, check `traj.ok` instead.
+    - `adjoint`: a Diffrax adjoint for reverse-mode gradients (default: recursive checkpointing).
+
+    **Returns:**
+
+    A [`Trajectory`][]; arrays of shape `(*batch, times)`.
+
+    Stimulus discontinuities (`stimulus.jump_ts()`) are handed to the step-size controller, so
+    adaptive solvers step exactly onto every edge.
+    """
+    if not isinstance(params, HHParams):
+        raise TypeError(f"`params` must be an hhjax.HHParams, got {type(params).__name__}.")
+    stimulus = as_stimulus(stimulus)
+    t0, t1 = _as_time("t0", t0), _as_time("t1", t1)
+    if t1 <= t0:
+        raise ValueError(f"`t1` ({t1} ms) must be greater than `t0` ({t0} ms).")
+    if solver is None:
+        solver = diffrax.Tsit5()
+    if not isinstance(solver, diffrax.AbstractSolver):
+        raise TypeError(f"`solver` must be a diffrax solver instance, got {solver!r}.")
+    adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver) and not getattr(
+        solver, "fixed_step_only", False
+    )
+    if dt0 is not None:
+        dt0 = _as_time("dt0", dt0)
+        if dt0 <= 0:
+            raise ValueError(f"`dt0` must be > 0 ms, got {dt0}.")
+    step_grid = None
+    if not adaptive:
+        if dt0 is None:
+            raise ValueError(
+                f"{type(solver).__name__} is a fixed-step solver: pass `dt0` (ms), e.g. dt0=0.025."
+            )
+        step_grid = _uniform_grid(t0, t1, dt0)
+    if adaptive and not (rtol > 0 and atol > 0):
+        raise ValueError(f"`rtol` and `atol` must be > 0, got {rtol}, {atol}.")
+    save_ts = _save_grid(t0, t1, ts, dt_save, step_grid)
+    if max_steps is None:
+        max_steps = len(step_grid) if step_grid is not None else max(100_000, int(200 * (t1 - t0)))
+    if y0 is not None:
+        y0 = _as_state(y0, params)
+    if stimulus is not None:
+        stimulus.check_span(t0, t1)
+        jumps = stimulus.jump_ts().reshape(-1)
+        # Edges outside the open span are moved past t1, where the controller never looks.
+        inside = (jumps > t0) & (jumps < t1)
+        jumps = jnp.sort(jnp.where(inside, jumps, t1 + (t1 - t0)))
+        jumps = jumps if jumps.shape[0] else None
+    else:
+        jumps = None
+    if adjoint is None:
+        adjoint = diffrax.RecursiveCheckpointAdjoint()
+
+    traced = _is_traced((params, stimulus, y0))
+    config = (
+        solver,
+        dt0,
+        float(rtol),
+        float(atol),
+        int(max_steps),
+        bool(throw and traced),
+        adjoint,
+    )
+    traj = _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config)
+    if throw and not traced:
+        ok = np.asarray(traj.ok)
+        if not np.all(ok):
+            bad = np.asarray(traj.result._value).reshape(-1)[~ok.reshape(-1)][0]
+            raise SimulationError(
+                f"simulate: the {type(solver).__name__} solve on [{t0}, {t1}] ms failed "
+                f"({np.sum(~ok)} of {ok.size} neuron(s)): {_result_message(bad)} "
+                f"Fixes: raise `max_steps` (now {max_steps}), loosen `rtol`/`atol`, try a stiff "
+                "solver such as diffrax.Kvaerno5(), or check the parameters. Pass throw=False to "
+                "get the partial result with traj.ok instead."
+            )
+    return traj

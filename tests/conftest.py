@@ -1,0 +1,23 @@
+"""Test configuration: float64 everywhere (float32 is checked in its own tests), headless plots."""
+
+import os
+import pathlib
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def abf_dir():
+    """The shared real recordings, or skip when this checkout has none beside it."""
+    path = SHARED / "data" / "abf"
+    if not path.is_dir():
+        pytest.skip("../shared/data/abf is not present")
+    return path
