@@ -99,7 +99,7 @@ def temperature_factor(temperature: ArrayLike) -> Array:
 
 
 def gate_inf_tau(alpha: Array, beta: Array, phi: ArrayLike = 1.0) -> tuple[Array, Array]:
-    r"""Steady state $x_\infty = \alpha/(\alpha+\beta)$ and time constant $\tau = 1/(\phi(\alpha+\beta))$.
+    r"""Steady state $x_\infty = \alpha/(\alpha+\beta)$ and time constant $\tau$ (ms).
 
     **Arguments:**
 
