@@ -9,6 +9,7 @@ from ._features import fi_curve as fi_curve
 from ._features import firing_rate as firing_rate
 from ._features import spike_count as spike_count
 from ._features import spike_times as spike_times
+from ._model import AbstractModel as AbstractModel
 from ._params import FIELDS as FIELDS
 from ._params import HHParams as HHParams
 from ._simulate import SimulationError as SimulationError
@@ -32,6 +33,7 @@ from ._vector_field import vector_field as vector_field
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbstractModel",
     "AbstractStimulus",
     "Currents",
     "FICurve",

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from ._model import AbstractModel
+
 __all__ = ["HHParams", "FIELDS"]
 
 FIELDS = ("g_na", "g_k", "g_l", "e_na", "e_k", "e_l", "c_m", "temperature", "v_ref")
@@ -36,7 +38,7 @@ def _concrete(x) -> np.ndarray | None:
         return None
 
 
-class HHParams(eqx.Module):
+class HHParams(AbstractModel):
     """Membrane parameters of the Hodgkin–Huxley model.
 
     The default is the classic 1952 squid-axon model in the modern convention (rest at -65 mV).
@@ -109,50 +111,24 @@ class HHParams(eqx.Module):
         values.update(overrides)
         return cls(**values)
 
-    # ------------------------------------------------------------------ helpers
-    def replace(self, **changes) -> HHParams:
-        """A copy with some fields replaced (values are converted to arrays)."""
-        unknown = set(changes) - set(FIELDS)
-        if unknown:
-            raise TypeError(
-                f"HHParams has no field(s) {sorted(unknown)}; fields are {', '.join(FIELDS)}."
-            )
-        values = {name: getattr(self, name) for name in FIELDS}
-        values.update(changes)
-        return type(self)(**values)
+    # ------------------------------------------------------------------ model interface
+    def vector_field(self, t, y, stimulus):
+        """The HH right-hand side (see [`hhjax.vector_field`][])."""
+        from ._vector_field import vector_field
 
-    def astype(self, dtype) -> HHParams:
-        """A copy with every field cast to `dtype` (e.g. `jnp.float32`)."""
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=dtype), self)
+        return vector_field(t, y, (self, stimulus))
 
-    @property
-    def batch_shape(self) -> tuple[int, ...]:
-        """The broadcast shape of all fields: `()` for a single neuron."""
-        return jnp.broadcast_shapes(*(jnp.shape(getattr(self, n)) for n in FIELDS))
+    def rest_state(self, i_hold=0.0):
+        """The resting state (see [`hhjax.rest_state`][])."""
+        from ._simulate import rest_state
 
-    @property
-    def dtype(self):
-        """The floating dtype the fields promote to."""
-        return jnp.result_type(*(getattr(self, n) for n in FIELDS))
+        return rest_state(self, i_hold)
 
-    def broadcast(self) -> HHParams:
-        """A copy with every field broadcast to [`HHParams.batch_shape`][]."""
-        shape = self.batch_shape
-        return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape), self)
+    def steady_state(self, v):
+        """Gates at steady state at voltage `v` (see [`hhjax.steady_state`][])."""
+        from ._simulate import steady_state
 
-    def to_dict(self) -> dict[str, float | list]:
-        """Field values as plain Python numbers (or nested lists for batches)."""
-        return {n: np.asarray(getattr(self, n)).tolist() for n in FIELDS}
-
-    def __len__(self) -> int:
-        shape = self.batch_shape
-        if not shape:
-            raise TypeError("A single (unbatched) HHParams has no len().")
-        return shape[0]
-
-    def __getitem__(self, index) -> HHParams:
-        """Select neurons from a batch: `params[3]`, `params[:10]`."""
-        return jax.tree_util.tree_map(lambda x: x[index], self.broadcast())
+        return steady_state(self, v)
 
 
 _UNITS = dict(

@@ -5,8 +5,10 @@ Units: ms, mV, µA/cm².
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from ._model import AbstractModel
 from ._params import HHParams, _concrete
 from ._stimulus import AbstractStimulus, as_stimulus
 from ._vector_field import (
@@ -22,7 +25,6 @@ from ._vector_field import (
     HHState,
     gates_inf,
     ionic_currents,
-    vector_field,
 )
 
 __all__ = [
@@ -50,35 +52,48 @@ class SimulationError(RuntimeError):
 class Trajectory(eqx.Module):
     """The solution of [`hhjax.simulate`][] on its save grid.
 
-    **Fields** (each of shape `(*batch, times)`):
+    **Fields** (arrays of shape `(*batch, times)`):
 
     - `ts`: save times (ms).
-    - `v`: membrane potential (mV). `m`, `h`, `n`: gates (dimensionless).
+    - `state`: the model's state PyTree (for HH an [`HHState`][]); `traj.v` (mV) and, for HH,
+      the gates `traj.m`, `traj.h`, `traj.n` read from it.
     - `i_stim`: the injected current at the save times (µA/cm²).
     - `result`: Diffrax's result code; `ok` says whether every solve succeeded.
     - `num_steps`: accepted plus rejected solver steps taken.
     """
 
     ts: Array
-    v: Array
-    m: Array
-    h: Array
-    n: Array
+    state: Any
     i_stim: Array
     result: diffrax.RESULTS
     num_steps: Array
 
     @property
-    def state(self) -> HHState:
-        """The saved states as an [`HHState`][]."""
-        return HHState(self.v, self.m, self.h, self.n)
+    def v(self) -> Array:
+        """Membrane potential (mV)."""
+        return self.state.v
+
+    @property
+    def m(self) -> Array:
+        """Na activation gate."""
+        return self.state.m
+
+    @property
+    def h(self) -> Array:
+        """Na inactivation gate."""
+        return self.state.h
+
+    @property
+    def n(self) -> Array:
+        """K activation gate."""
+        return self.state.n
 
     @property
     def ok(self) -> Array:
         """`True` where the solve reached `t1`."""
         return self.result == diffrax.RESULTS.successful
 
-    def final_state(self) -> HHState:
+    def final_state(self):
         """The state at the last save time (usable as `y0` to continue)."""
         return jax.tree_util.tree_map(lambda x: x[..., -1], self.state)
 
@@ -191,21 +206,32 @@ def _uniform_grid(t0: float, t1: float, dt: float) -> np.ndarray:
     return grid
 
 
-def _as_state(y0, params: HHParams) -> HHState:
-    if isinstance(y0, HHState):
+def _as_state(y0, params: AbstractModel):
+    state_type = type(jax.eval_shape(params.steady_state, 0.0))
+    if isinstance(y0, eqx.Module):
+        if not isinstance(y0, state_type):
+            raise TypeError(
+                f"`y0` must be a {state_type.__name__} for {type(params).__name__}, got "
+                f"{type(y0).__name__}."
+            )
         state = y0
     else:
+        names = [f.name for f in dataclasses.fields(state_type)]
         try:
-            v, m, h, n = y0
+            values = tuple(y0)
+            if len(values) != len(names):
+                raise ValueError
         except (TypeError, ValueError):
             raise TypeError(
-                "`y0` must be an HHState or a sequence (v, m, h, n); use hhjax.steady_state(p, v) "
-                "for gates at steady state."
+                f"`y0` must be a {state_type.__name__} or a sequence ({', '.join(names)}); use "
+                "hhjax.steady_state(p, v) for gates at steady state."
             ) from None
-        state = HHState(*(jnp.asarray(x) for x in (v, m, h, n)))
-    for name in ("m", "h", "n"):
+        state = state_type(*(jnp.asarray(x) for x in values))
+    for name in (f.name for f in dataclasses.fields(state)):
         value = _concrete(getattr(state, name))
-        if value is not None and not np.all((value >= 0) & (value <= 1)):
+        if name == "v" or value is None:
+            continue
+        if not np.all((value >= 0) & (value <= 1)):
             raise ValueError(f"`y0.{name}` is a gate and must lie in [0, 1], got {value}.")
     return state
 
@@ -230,7 +256,7 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
 
     def one(p, y):
         if y is None:
-            y = rest_state(p)
+            y = p.rest_state()
         y = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y)
         if step_grid is None:
             pid = diffrax.PIDController(rtol=rtol, atol=atol)
@@ -240,7 +266,7 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
             controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))
             dt = None
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vector_field),
+            diffrax.ODETerm(_model_field),
             solver,
             t0=jnp.asarray(t0, dtype),
             t1=jnp.asarray(t1, dtype),
@@ -273,11 +299,16 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     )
     i_stim = jnp.broadcast_to(i_stim, ys.v.shape)
     ts = jnp.broadcast_to(save_ts, ys.v.shape)
-    return Trajectory(ts, ys.v, ys.m, ys.h, ys.n, i_stim, result, steps)
+    return Trajectory(ts, ys, i_stim, result, steps)
+
+
+def _model_field(t, y, args):
+    params, stimulus = args
+    return params.vector_field(t, y, stimulus)
 
 
 def simulate(
-    params: HHParams,
+    params: AbstractModel,
     stimulus: AbstractStimulus | float | None = None,
     t1: float = 100.0,
     *,
@@ -297,8 +328,8 @@ def simulate(
 
     **Arguments:**
 
-    - `params`: an [`HHParams`][]. Fields with a leading batch axis simulate a batch of neurons
-      in one vmapped solve (every field broadcast to a common batch shape).
+    - `params`: an [`HHParams`][] (or another [`AbstractModel`][]). Fields with a leading batch
+      axis simulate a batch of neurons in one vmapped solve (fields broadcast to one batch shape).
     - `stimulus`: injected current: a stimulus ([`Step`][], [`Pulses`][], [`Sampled`][],
       [`OUNoise`][], or a sum), a constant in µA/cm², or `None`.
     - `t1`, `t0`: end and start of the span (ms); Python numbers (they fix the compiled shape).
@@ -323,8 +354,11 @@ def simulate(
     Stimulus discontinuities (`stimulus.jump_ts()`) are handed to the step-size controller, so
     adaptive solvers step exactly onto every edge.
     """
-    if not isinstance(params, HHParams):
-        raise TypeError(f"`params` must be an hhjax.HHParams, got {type(params).__name__}.")
+    if not isinstance(params, AbstractModel):
+        raise TypeError(
+            "`params` must be an hhjax model such as hhjax.HHParams, got "
+            f"{type(params).__name__}."
+        )
     stimulus = as_stimulus(stimulus)
     t0, t1 = _as_time("t0", t0), _as_time("t1", t1)
     if t1 <= t0:
