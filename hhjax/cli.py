@@ -1,0 +1,735 @@
+"""The `hhjax` command line: `hhjax demo`, `hhjax simulate`, `hhjax fit`.
+
+Units on the command line are the library's: ms, mV, µA/cm², mS/cm², µF/cm², °C.
+Exit codes: 0 success, 1 the computation failed, 2 bad arguments (usage error).
+
+The command line runs JAX in float64 (it is an application; the library itself never flips
+`jax_enable_x64`), so that the default tolerances of [`hhjax.simulate`][] are meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+PRESETS = ("classic", "neuron", "squid_1952")
+SOLVERS = {
+    "tsit5": "Tsit5",
+    "dopri5": "Dopri5",
+    "dopri8": "Dopri8",
+    "kvaerno5": "Kvaerno5",
+    "euler": "Euler",
+    "heun": "Heun",
+    "midpoint": "Midpoint",
+    "ralston": "Ralston",
+}
+FIXED_STEP = ("euler",)
+
+
+class UsageError(ValueError):
+    """A bad command-line argument: reported with exit code 2."""
+
+
+# ---------------------------------------------------------------------------- progress
+class _Progress:
+    """Numbered progress lines with elapsed times, e.g. `[2/5] seed 001 ... 3.1 s`."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.total, self.k, self.quiet = total, 0, quiet
+        self.t_start = time.perf_counter()
+        self._t = self.t_start
+
+    def start(self, text: str) -> None:
+        self.k += 1
+        self._t = time.perf_counter()
+        if not self.quiet:
+            print(f"[{self.k}/{self.total}] {text} ...", end="", flush=True)
+
+    def done(self, note: str = "") -> None:
+        if not self.quiet:
+            extra = f" {note}" if note else ""
+            print(f" {time.perf_counter() - self._t:.1f} s{extra}", flush=True)
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(f"      {text}", flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t_start
+
+
+def _setup_jax() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _save(fig, path: pathlib.Path, dpi: int) -> pathlib.Path:
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _fmt_times(times) -> str:
+    import numpy as np
+
+    times = np.asarray(times).reshape(-1)
+    times = times[np.isfinite(times)]
+    return ", ".join(f"{t:.2f}" for t in times) if times.size else "none"
+
+
+# ---------------------------------------------------------------------------- demo
+def _try_fitting():
+    """`hhjax.fitting` if it is importable, else the reason it is not."""
+    try:
+        from . import fitting
+    except ImportError as err:
+        return None, str(err)
+    missing = [name for name in ("fit", "Recording") if not hasattr(fitting, name)]
+    if missing:
+        return None, f"hhjax.fitting lacks {', '.join(missing)}"
+    return fitting, ""
+
+
+def _demo_fit(fitting, out: pathlib.Path, dpi: int, quick: bool):
+    """Fit g_Na, g_K, g_L to a noisy synthetic recording of the classic model."""
+    import jax
+    import numpy as np
+
+    import hhjax
+
+    from . import plot
+
+    true = hhjax.HHParams()
+    stim = hhjax.Step(10.0, 10.0, 40.0 if quick else 60.0)
+    t1 = 50.0 if quick else 80.0
+    traj = hhjax.simulate(true, stim, t1, dt_save=0.05)
+    key = jax.random.PRNGKey(0)
+    noise = 0.5 * np.asarray(jax.random.normal(key, traj.v.shape))
+    v_noisy = np.asarray(traj.v) + noise
+    recording = fitting.Recording(np.asarray(traj.ts), v_noisy, np.asarray(traj.i_stim))
+    result = fitting.fit(recording, free=("g_na", "g_k", "g_l"))
+    fitted = getattr(result, "params", None)
+    rows = []
+    for name in ("g_na", "g_k", "g_l"):
+        value = float(np.asarray(getattr(fitted, name))) if fitted is not None else math.nan
+        rows.append((name, float(getattr(true, name)), value))
+    fig = None
+    if hasattr(fitting, "plot_fit"):
+        try:
+            fig = fitting.plot_fit(recording, result)
+        except TypeError:
+            fig = None
+    if fig is None and fitted is not None:
+        fit_traj = hhjax.simulate(fitted, stim, t1, ts=np.asarray(traj.ts))
+        fig = plot.fit_overlay(traj.ts, v_noisy, fit_traj.v, i_inj=traj.i_stim, title="Fit")
+    path = _save(fig, out / "fit_synthetic.png", dpi) if fig is not None else None
+    return rows, path, result
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """`hhjax demo`: the seed protocols in both conventions, a synthetic fit, figures, report."""
+    out = pathlib.Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out: cannot create {out}: {err}") from None
+    dpi = args.dpi
+    fitting, why_not = (None, "skipped (--no-fit)") if args.no_fit else _try_fitting()
+    steps = 5 + (fitting is not None) + (not args.quick)
+    progress = _Progress(steps, quiet=args.quiet)
+    if not args.quiet:
+        print(f"hhjax demo: writing figures and report.md to {out.resolve()}/")
+
+    progress.start("importing JAX and hhjax")
+    _setup_jax()
+    import diffrax
+    import numpy as np
+
+    import hhjax
+
+    from . import plot
+
+    progress.done()
+    report: list[str] = ["# hhjax demo", ""]
+    figures: list[pathlib.Path] = []
+
+    # ---- seed 000: the 10 µA/cm² step, forward Euler at 0.05 ms and the adaptive solution.
+    progress.start("seed 000: 10 µA/cm² step, forward Euler (dt 0.05 ms) and adaptive Tsit5")
+    p52 = hhjax.HHParams.squid_1952(e_l=10.6)
+    step = hhjax.Step(10.0, 100.0, 150.0)
+    t1 = 250.0
+    euler = hhjax.simulate(p52, step, t1, solver=diffrax.Euler(), dt0=0.05)
+    adaptive = hhjax.simulate(p52, step, t1)
+    thr52 = 65.0  # 0 mV in the modern convention
+    sp_euler = np.asarray(hhjax.spike_times(euler.ts, euler.v, thr52))
+    sp_adapt = np.asarray(hhjax.spike_times(adaptive.ts, adaptive.v, thr52))
+    n_in = int(np.sum((sp_adapt > 100.0) & (sp_adapt < 150.0)))
+    progress.done(f"({n_in} spikes in 100–150 ms)")
+
+    progress.start("seed 000 in the modern convention (rest -65 mV), figures")
+    p_mod = hhjax.HHParams(e_l=10.6 - 65.0)
+    modern = hhjax.simulate(p_mod, step, t1)
+    sp_mod = np.asarray(hhjax.spike_times(modern.ts, modern.v, thr52 - 65.0))
+    window = (90.0, 160.0)
+    figures.append(
+        _save(
+            plot.voltage(
+                [euler, adaptive],
+                labels=["forward Euler, dt 0.05 ms", "Tsit5, rtol 1e-8"],
+                xlim=window,
+                title="Seed 000: 10 µA/cm² step, 1952 convention (rest 0 mV)",
+            ),
+            out / "seed000_voltage.png",
+            dpi,
+        )
+    )
+    figures.append(
+        _save(
+            plot.gates(
+                [euler, adaptive], labels=["Euler", "Tsit5"], xlim=window, title="Seed 000: gates"
+            ),
+            out / "seed000_gates.png",
+            dpi,
+        )
+    )
+    figures.append(
+        _save(
+            plot.currents(p52, adaptive, xlim=window, title="Seed 000: ionic currents"),
+            out / "seed000_currents.png",
+            dpi,
+        )
+    )
+    figures.append(
+        _save(
+            plot.voltage(
+                modern,
+                labels="Tsit5",
+                xlim=window,
+                title="Seed 000 in the modern convention (rest -65 mV)",
+            ),
+            out / "seed000_modern.png",
+            dpi,
+        )
+    )
+    progress.done()
+
+    # ---- seed 001: the double pulse and its phase-plane loops.
+    progress.start("seed 001: double pulse 150 then 50 µA/cm², phase planes, both conventions")
+    pulses = hhjax.Pulses([150.0, 50.0], starts=[0.0, 10.0], widths=[1.0, 1.0])
+    p01 = hhjax.HHParams.squid_1952()
+    double = hhjax.simulate(p01, pulses, 50.0)
+    double_mod = hhjax.simulate(hhjax.HHParams(), pulses, 50.0)
+    sp_double = np.asarray(hhjax.spike_times(double.ts, double.v, thr52))
+    sp_double_mod = np.asarray(hhjax.spike_times(double_mod.ts, double_mod.v, thr52 - 65.0))
+    figures.append(
+        _save(
+            plot.voltage(double, title="Seed 001: double pulse, 1952 convention"),
+            out / "seed001_voltage.png",
+            dpi,
+        )
+    )
+    figures.append(
+        _save(
+            plot.phase_plane(
+                [double, double_mod],
+                labels=["1952 (rest 0 mV)", "modern (rest -65 mV)"],
+                title="Seed 001: V–n and V–m loops",
+            ),
+            out / "seed001_phase.png",
+            dpi,
+        )
+    )
+    progress.done(f"({sp_double.size} spikes)")
+
+    # ---- f–I curve (skipped with --quick).
+    fi = None
+    if not args.quick:
+        progress.start("f–I curve of the classic model, 64 currents in one vmapped solve")
+        amps = np.linspace(0.0, 40.0, 64)
+        fi = hhjax.fi_curve(hhjax.HHParams(), amps, duration=200.0, discard=50.0)
+        figures.append(
+            _save(
+                plot.fi_curve(fi, labels="classic HH, 6.3 °C", title="f–I curve (200 ms steps)"),
+                out / "fi_curve.png",
+                dpi,
+            )
+        )
+        progress.done()
+
+    # ---- synthetic fit, if the fitting module is there.
+    fit_rows, fit_path, fit_error = None, None, ""
+    if fitting is not None:
+        progress.start("synthetic fit of g_Na, g_K, g_L to a noisy classic-model trace")
+        try:
+            fit_rows, fit_path, _ = _demo_fit(fitting, out, dpi, args.quick)
+            if fit_path is not None:
+                figures.append(fit_path)
+            progress.done()
+        except Exception as err:  # a failed optional step must not lose the rest
+            fit_error = f"{type(err).__name__}: {err}"
+            progress.done(f"(failed: {fit_error})")
+    else:
+        progress.note(f"synthetic fit skipped: {why_not}")
+
+    # ---- report.
+    progress.start("writing report.md")
+    dt_diff = (
+        float(np.max(np.abs(sp_euler - sp_adapt))) if sp_euler.shape == sp_adapt.shape else math.nan
+    )
+    shift = float(np.max(np.abs(sp_mod - sp_adapt))) if sp_mod.shape == sp_adapt.shape else math.nan
+    report += [
+        "## Seed 000: 10 µA/cm² step from 100 to 150 ms",
+        "",
+        "1952 convention (`HHParams.squid_1952(e_l=10.6)`, rest 0 mV), spikes detected at 65 mV:",
+        "",
+        "| solver | spike times (ms) |",
+        "|---|---|",
+        f"| forward Euler, dt 0.05 ms | {_fmt_times(sp_euler)} |",
+        f"| Tsit5, rtol = atol = 1e-8 | {_fmt_times(sp_adapt)} |",
+        f"| modern convention (rest -65 mV), Tsit5 | {_fmt_times(sp_mod)} |",
+        "",
+        f"{n_in} spikes between 100 and 150 ms. Largest Euler-vs-adaptive spike-time difference: "
+        f"{dt_diff:.3f} ms; the modern convention gives the same spike times to {shift:.1e} ms.",
+        "",
+        "## Seed 001: double pulse (150 µA/cm² at 0–1 ms, 50 µA/cm² at 10–11 ms)",
+        "",
+        f"Spike times: {_fmt_times(sp_double)} ms (1952 convention), "
+        f"{_fmt_times(sp_double_mod)} ms (modern convention).",
+        "",
+    ]
+    if fi is not None:
+        rates = np.asarray(fi.rates)
+        firing = np.asarray(fi.amplitudes)[rates > 0]
+        first = f"{firing[0]:.2f}" if firing.size else "none"
+        report += [
+            "## f–I curve",
+            "",
+            f"64 step amplitudes 0–40 µA/cm², 200 ms, rate counted after 50 ms: first amplitude "
+            f"with sustained firing {first} µA/cm², rate at 40 µA/cm² {rates[-1]:.0f} Hz.",
+            "",
+        ]
+    report += ["## Synthetic fit", ""]
+    if fit_rows is not None:
+        report += ["| parameter | true (mS/cm²) | fitted (mS/cm²) |", "|---|---|---|"]
+        report += [f"| {n} | {t:.4g} | {f:.4g} |" for n, t, f in fit_rows]
+    elif fit_error:
+        report += [f"The fit failed: {fit_error}"]
+    else:
+        report += [f"Skipped: {why_not}."]
+    report += ["", "## Figures", ""]
+    report += [f"- [{p.name}]({p.name})" for p in figures]
+    report += ["", f"Total time {progress.elapsed:.1f} s."]
+    (out / "report.md").write_text("\n".join(report) + "\n", encoding="utf-8")
+    progress.done()
+    if not args.quiet:
+        print(
+            f"Done in {progress.elapsed:.1f} s: {len(figures)} figures and report.md in "
+            f"{out.resolve()}/"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------- simulate
+def _parse_param(text: str) -> tuple[str, float]:
+    from ._params import FIELDS
+
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep:
+        raise UsageError(f"--param {text!r}: write NAME=VALUE, e.g. --param g_na=100.")
+    if name not in FIELDS:
+        raise UsageError(
+            f"--param {text!r}: unknown parameter {name!r}; one of {', '.join(FIELDS)}."
+        )
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"--param {text!r}: {value!r} is not a number.") from None
+    return name, number
+
+
+def _read_csv_waveform(path: str):
+    """Two columns, time (ms) and current (µA/cm²); a header line is allowed."""
+    import numpy as np
+
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise UsageError(f"--csv: no such file {path!r}.")
+    rows = []
+    with file.open(newline="", encoding="utf-8") as handle:
+        for k, row in enumerate(csv.reader(handle)):
+            if not row or row[0].lstrip().startswith("#"):
+                continue
+            try:
+                rows.append((float(row[0]), float(row[1])))
+            except (ValueError, IndexError):
+                if k == 0 and not rows:
+                    continue  # header
+                raise UsageError(
+                    f"--csv {path}: line {k + 1} is not 'time_ms, current_uA_per_cm2': {row!r}."
+                ) from None
+    if len(rows) < 2:
+        raise UsageError(f"--csv {path}: need at least two rows of time (ms), current (µA/cm²).")
+    data = np.asarray(rows, dtype=np.float64)
+    if not np.all(np.diff(data[:, 0]) > 0):
+        raise UsageError(f"--csv {path}: times (first column, ms) must be strictly increasing.")
+    return data[:, 0], data[:, 1]
+
+
+def _build_params(args):
+    import hhjax
+
+    overrides = dict(_parse_param(text) for text in args.param or ())
+    factory = {
+        "classic": hhjax.HHParams.classic,
+        "neuron": hhjax.HHParams.neuron,
+        "squid_1952": hhjax.HHParams.squid_1952,
+    }[args.preset]
+    try:
+        return factory(**overrides)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--param: {err}") from None
+
+
+def _build_stimulus(args):
+    import hhjax
+
+    terms = []
+    csv_end = None
+    try:
+        if args.step:
+            amp, start, stop = args.step
+            terms.append(hhjax.Step(amp, start, stop))
+        for amp, start, width in args.pulses or ():
+            terms.append(hhjax.Pulses([amp], [start], [width]))
+        if args.csv:
+            ts, values = _read_csv_waveform(args.csv)
+            terms.append(hhjax.Sampled(ts, values, hold=args.csv_hold))
+            csv_end = float(ts[-1])
+    except (ValueError, TypeError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"stimulus: {err}") from None
+    stimulus = None
+    for term in terms:
+        stimulus = term if stimulus is None else stimulus + term
+    return stimulus, csv_end
+
+
+def _solver(args):
+    import diffrax
+
+    solver = getattr(diffrax, SOLVERS[args.solver])()
+    if args.solver in FIXED_STEP and args.dt is None:
+        raise UsageError(f"--solver {args.solver} is fixed-step: pass --dt (ms), e.g. --dt 0.025.")
+    return solver
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """`hhjax simulate`: one trace (CSV/NPZ + figure) or, with `--batch`, an f–I table."""
+    _setup_jax()
+    import numpy as np
+
+    import hhjax
+
+    from . import plot
+
+    params = _build_params(args)
+    stimulus, csv_end = _build_stimulus(args)
+    t1 = args.t1 if args.t1 is not None else (csv_end if csv_end is not None else 100.0)
+    if not t1 > 0:
+        raise UsageError(f"--t1 must be > 0 ms, got {t1}.")
+    for name in ("dt", "dt_save"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0 ms, got {value}.")
+    solver = _solver(args)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = float(params.v_ref) + 65.0  # 0 mV in the modern convention
+    out = pathlib.Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out: cannot create {out}: {err}") from None
+    kwargs = dict(solver=solver, dt0=args.dt)
+
+    if args.batch is not None:
+        start_amp, stop_amp, count = args.batch
+        if count != int(count) or count < 1:
+            raise UsageError(f"--batch: N must be a positive integer, got {count}.")
+        if args.pulses or args.csv:
+            raise UsageError(
+                "--batch sweeps a step amplitude; it cannot be combined with --pulses or --csv."
+            )
+        delay, duration = 0.0, t1
+        if args.step:
+            _, delay, stop = args.step
+            duration = min(stop, t1) - delay
+        if not duration > 0:
+            raise UsageError("--batch: the step must end after it starts and before --t1.")
+        amps = np.linspace(start_amp, stop_amp, int(count))
+        fi = hhjax.fi_curve(
+            params,
+            amps,
+            duration=duration,
+            delay=delay,
+            discard=args.discard,
+            threshold=threshold,
+            dt_save=args.dt_save or 0.05,
+            **kwargs,
+        )
+        table = out / "fi_curve.csv"
+        with table.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["amplitude_uA_per_cm2", "spike_count", "rate_Hz"])
+            for a, c, r in zip(
+                np.asarray(fi.amplitudes), np.asarray(fi.counts), np.asarray(fi.rates)
+            ):
+                writer.writerow([f"{a:.6g}", int(c), f"{r:.6g}"])
+        fig = _save(
+            plot.fi_curve(fi, title=f"f–I curve ({args.preset})"), out / "fi_curve.png", args.dpi
+        )
+        print(f"f–I table ({int(count)} amplitudes): {table}\nfigure: {fig}")
+        return 0
+
+    try:
+        traj = hhjax.simulate(params, stimulus, t1, dt_save=args.dt_save, **kwargs)
+    except (ValueError, TypeError) as err:  # raised on checking the inputs, before solving
+        raise UsageError(str(err)) from None
+    ts, v = np.asarray(traj.ts), np.asarray(traj.v)
+    spikes = np.asarray(hhjax.spike_times(ts, v, threshold))
+    columns = {
+        "t_ms": ts,
+        "v_mV": v,
+        "m": np.asarray(traj.m),
+        "h": np.asarray(traj.h),
+        "n": np.asarray(traj.n),
+        "i_stim_uA_per_cm2": np.asarray(traj.i_stim),
+    }
+    if args.format == "npz":
+        trace = out / "trace.npz"
+        np.savez(
+            trace,
+            **columns,
+            spike_times_ms=spikes,
+            params=json.dumps(params.to_dict()),
+        )
+    else:
+        trace = out / "trace.csv"
+        header = ",".join(columns)
+        np.savetxt(
+            trace,
+            np.column_stack(list(columns.values())),
+            delimiter=",",
+            header=header,
+            comments="",
+            fmt="%.10g",
+        )
+    fig = _save(
+        plot.voltage(traj, title=f"hhjax simulate ({args.preset})"), out / "voltage.png", args.dpi
+    )
+    print(f"{spikes.size} spike(s) at {_fmt_times(spikes)} ms (threshold {threshold:g} mV)")
+    print(f"trace: {trace}\nfigure: {fig}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="simulate the seed protocols, fit a synthetic trace, write figures and a report",
+        description=(
+            "Reproduce the two seed tutorials (the 10 µA/cm² step with forward Euler and the "
+            "adaptive solver; the double pulse with its phase planes) in both voltage "
+            "conventions, an f–I curve, and, when hhjax.fitting is available, a synthetic fit. "
+            "Writes PNG figures and report.md into --out. About a minute on a laptop CPU."
+        ),
+    )
+    p.add_argument("--out", default="hhjax-demo", help="output folder (default: hhjax-demo/)")
+    p.add_argument("--quick", action="store_true", help="skip the f–I curve and shorten the fit")
+    p.add_argument("--no-fit", action="store_true", help="skip the synthetic fit")
+    p.add_argument("--dpi", type=int, default=110, help="figure resolution (default 110)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(run=run_demo)
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate one neuron (trace + figure) or sweep step amplitudes (f–I table)",
+        description=(
+            "Simulate a Hodgkin–Huxley membrane with a stimulus given on the command line. "
+            "Stimuli add up: --step, any number of --pulses, and a --csv waveform. Writes "
+            "trace.csv (or trace.npz) and voltage.png into --out; with --batch, fi_curve.csv "
+            "and fi_curve.png instead."
+        ),
+        epilog=(
+            "examples:\n"
+            "  hhjax simulate --preset squid_1952 --param e_l=10.6 --step 10 100 150 --t1 250\n"
+            "  hhjax simulate --pulses 150 0 1 --pulses 50 10 1 --t1 50 --format npz\n"
+            "  hhjax simulate --step 0 20 520 --t1 520 --batch 0 30 61"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="classic",
+        help="parameter preset (default classic: rest -65 mV)",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a parameter, e.g. --param g_na=100 (repeatable)",
+    )
+    p.add_argument(
+        "--step",
+        nargs=3,
+        type=float,
+        metavar=("AMP", "START", "STOP"),
+        help="current step: AMP µA/cm² from START to STOP ms",
+    )
+    p.add_argument(
+        "--pulses",
+        nargs=3,
+        type=float,
+        action="append",
+        metavar=("AMP", "START", "WIDTH"),
+        help="rectangular pulse: AMP µA/cm² at START ms for WIDTH ms (repeatable)",
+    )
+    p.add_argument(
+        "--csv", metavar="FILE", help="waveform: two columns, time (ms) and current (µA/cm²)"
+    )
+    p.add_argument(
+        "--csv-hold",
+        action="store_true",
+        help="hold each CSV sample until the next (default: interpolate)",
+    )
+    p.add_argument(
+        "--t1",
+        type=float,
+        default=None,
+        help="end time in ms (default 100, or the CSV's last time)",
+    )
+    p.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        default="tsit5",
+        help="Diffrax solver (default tsit5, adaptive)",
+    )
+    p.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="step (ms): fixed step for euler, initial step otherwise",
+    )
+    p.add_argument(
+        "--dt-save",
+        type=float,
+        default=None,
+        help="save-grid spacing (ms); default 0.025 (adaptive) or every step",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="spike threshold (mV); default 0 mV modern = v_ref + 65",
+    )
+    p.add_argument(
+        "--batch",
+        nargs=3,
+        type=float,
+        metavar=("START", "STOP", "N"),
+        help="sweep N step amplitudes from START to STOP µA/cm² (the step's times "
+        "from --step, else the whole run) and write the f–I table",
+    )
+    p.add_argument(
+        "--discard",
+        type=float,
+        default=0.0,
+        help="with --batch: ms after step onset excluded from the rate (default 0)",
+    )
+    p.add_argument("--format", choices=("csv", "npz"), default="csv", help="trace file format")
+    p.add_argument("--out", default="hhjax-sim", help="output folder (default: hhjax-sim/)")
+    p.add_argument("--dpi", type=int, default=110, help="figure resolution (default 110)")
+    p.set_defaults(run=run_simulate)
+
+
+def _add_fit(sub) -> None:
+    try:
+        from . import _cli_fit
+    except ImportError as err:
+        reason = str(err)
+        p = sub.add_parser(
+            "fit",
+            help="fit a recording (unavailable in this installation)",
+            description="Fit a model to a recording. Unavailable: " + reason,
+        )
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+        def unavailable(args) -> int:
+            print(
+                "hhjax fit: error: the fit command is unavailable in this installation "
+                f"(hhjax._cli_fit could not be imported: {reason}).",
+                file=sys.stderr,
+            )
+            return 2
+
+        p.set_defaults(run=unavailable)
+        return
+    _cli_fit.add_parser(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `hhjax` command (subcommands demo, simulate, fit)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hhjax",
+        description="Differentiable Hodgkin–Huxley simulation and fitting on JAX and Diffrax. "
+        "Units: ms, mV, µA/cm², mS/cm², µF/cm², °C.",
+    )
+    parser.add_argument("--version", action="version", version=f"hhjax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
+    _add_simulate(sub)
+    _add_fit(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `hhjax` command line; returns the exit code (0, 1 or 2)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) and usage errors (2) from argparse
+        return int(exit_.code or 0)
+    if getattr(args, "run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as err:
+        print(f"hhjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hhjax {args.command}: interrupted.", file=sys.stderr)
+        return 1
+    except Exception as err:
+        print(f"hhjax {args.command}: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
