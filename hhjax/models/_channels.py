@@ -1,0 +1,166 @@
+"""Ion channels of the Pospischil et al. (2008) cortical model family, one small Module each.
+
+Units: mV, ms, mS/cm², µA/cm².
+
+A channel owns some gates of the shared [`CorticalState`][] and reads the parameters it needs
+(conductance, reversal, threshold shift) from the model it belongs to, so parameters shared by
+several channels (the threshold shift $V_T$ of Na and K_d, the K reversal $E_K$ of K_d and M) are
+one field. Every channel supplies, for the voltage $v$:
+
+- `inf_tau(model, v)`: `{gate: (x_inf, tau)}` for the gates it owns (tau in ms);
+- `conductance(model, v, state)`: `(g, e)`, the present conductance (mS/cm²) and reversal (mV),
+  so the channel current is $g\\,(v - e)$ (µA/cm²) and all currents are linear in $v$ for frozen
+  gates (which the exponential-Euler stepper uses).
+
+Rates follow Pospischil et al. 2008, Biol Cybern 99:427, Table/Eqs. 1–9 (Traub & Miles 1991 for
+Na and K_d, with threshold shift $V_T$; Yamada et al. 1989 for the slow M current; Reuveni et
+al. 1993 for I_L; Destexhe et al. 1996 for I_T). The Traub rates have the form
+$a (v - c) / (1 - e^{-(v - c)/k})$, 0/0 at $v = c$; they are evaluated through
+[`hhjax.kinetics.xexpm1`][], finite with finite gradients there.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from .._kinetics import xexpm1
+
+__all__ = ["AbstractChannel", "NaTraub", "KdTraub", "MSlow", "CaL", "CaT", "traub_rates"]
+
+
+def _linoid(a, u, k):
+    r"""$a\,u / (1 - e^{-u/k}) = a\,k \cdot x/(e^{x}-1)$ with $x = -u/k$; 1/ms, NaN-safe at u=0."""
+    return a * k * xexpm1(-u / k)
+
+
+def traub_rates(v, v_t):
+    """Traub–Miles rates (1/ms) of the gates m, h, n at voltage `v` with threshold shift `v_t`.
+
+    **Returns:** `dict(m=(alpha, beta), h=(alpha, beta), n=(alpha, beta))`.
+    """
+    u = v - v_t
+    alpha_m = _linoid(0.32, u - 13.0, 4.0)
+    beta_m = _linoid(0.28, -(u - 40.0), 5.0)
+    alpha_h = 0.128 * jnp.exp(-(u - 17.0) / 18.0)
+    beta_h = 4.0 * jnp.exp(-jnp.logaddexp(0.0, -(u - 40.0) / 5.0))  # 4/(1+e^{-(u-40)/5})
+    alpha_n = _linoid(0.032, u - 15.0, 5.0)
+    beta_n = 0.5 * jnp.exp(-(u - 10.0) / 40.0)
+    return dict(m=(alpha_m, beta_m), h=(alpha_h, beta_h), n=(alpha_n, beta_n))
+
+
+def _from_rates(alpha, beta):
+    total = alpha + beta
+    return alpha / total, 1.0 / total
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + jnp.exp(-x))
+
+
+class AbstractChannel(eqx.Module):
+    """A membrane current: the gates it owns, their kinetics, and its conductance."""
+
+    gates: ClassVar[tuple[str, ...]] = ()
+    name: ClassVar[str] = ""
+
+    def inf_tau(self, model, v) -> dict:
+        """`{gate: (x_inf, tau_ms)}` at voltage `v` (mV) for the gates this channel owns."""
+        return {}
+
+    def conductance(self, model, v, state):
+        """`(g, e)`: present conductance (mS/cm²) and reversal potential (mV)."""
+        raise NotImplementedError
+
+    def current(self, model, v, state):
+        """The channel current (µA/cm², outward positive)."""
+        g, e = self.conductance(model, v, state)
+        return g * (v - e)
+
+
+class NaTraub(AbstractChannel):
+    r"""Fast Na: $I_{Na} = \bar g_{Na} m^3 h (v - E_{Na})$, Traub–Miles rates shifted by $V_T$."""
+
+    gates: ClassVar[tuple[str, ...]] = ("m", "h")
+    name: ClassVar[str] = "na"
+
+    def inf_tau(self, model, v):
+        r = traub_rates(v, model.v_t)
+        return dict(m=_from_rates(*r["m"]), h=_from_rates(*r["h"]))
+
+    def conductance(self, model, v, state):
+        return model.g_na * state.m**3 * state.h, model.e_na
+
+
+class KdTraub(AbstractChannel):
+    r"""Delayed-rectifier K: $I_{Kd} = \bar g_{Kd} n^4 (v - E_K)$, rates shifted by $V_T$."""
+
+    gates: ClassVar[tuple[str, ...]] = ("n",)
+    name: ClassVar[str] = "kd"
+
+    def inf_tau(self, model, v):
+        r = traub_rates(v, model.v_t)
+        return dict(n=_from_rates(*r["n"]))
+
+    def conductance(self, model, v, state):
+        return model.g_kd * state.n**4, model.e_k
+
+
+class MSlow(AbstractChannel):
+    r"""Slow non-inactivating K (M current, spike-frequency adaptation): $\bar g_M p (v - E_K)$.
+
+    $p_\infty = 1/(1 + e^{-(v+35)/10})$,
+    $\tau_p = \tau_{max} / (3.3 e^{(v+35)/20} + e^{-(v+35)/20})$.
+    """
+
+    gates: ClassVar[tuple[str, ...]] = ("p",)
+    name: ClassVar[str] = "m"
+
+    def inf_tau(self, model, v):
+        x = v + 35.0
+        tau = model.tau_max / (3.3 * jnp.exp(x / 20.0) + jnp.exp(-x / 20.0))
+        return dict(p=(_sigmoid(x / 10.0), tau))
+
+    def conductance(self, model, v, state):
+        return model.g_m * state.p, model.e_k
+
+
+class CaL(AbstractChannel):
+    r"""High-threshold Ca (intrinsic bursting): $\bar g_L q^2 r (v - E_{Ca})$."""
+
+    gates: ClassVar[tuple[str, ...]] = ("q", "r")
+    name: ClassVar[str] = "cal"
+
+    def inf_tau(self, model, v):
+        alpha_q = _linoid(0.055, v + 27.0, 3.8)  # 0.055(-27-v)/(e^{(-27-v)/3.8}-1)
+        beta_q = 0.94 * jnp.exp((-75.0 - v) / 17.0)
+        alpha_r = 0.000457 * jnp.exp((-13.0 - v) / 50.0)
+        beta_r = 0.0065 * _sigmoid(-(-15.0 - v) / 28.0)
+        return dict(q=_from_rates(alpha_q, beta_q), r=_from_rates(alpha_r, beta_r))
+
+    def conductance(self, model, v, state):
+        return model.g_cal * state.q**2 * state.r, model.e_ca
+
+
+class CaT(AbstractChannel):
+    r"""Low-threshold Ca (LTS cells): $\bar g_T s_\infty^2 u (v - E_{Ca})$, shifted by $V_x$.
+
+    $s_\infty = 1/(1+e^{-(v+V_x+57)/6.2})$ is instantaneous; $u_\infty = 1/(1+e^{(v+V_x+81)/4})$,
+    $\tau_u = (30.8 + (211.4 + e^{(v+V_x+113.2)/5}) / (1 + e^{(v+V_x+84)/3.2})) / 3.7$ ms
+    (Destexhe et al. 1996 at 36 °C, $Q_{10} = 3$ from 24 °C: the factor 3.7).
+    """
+
+    gates: ClassVar[tuple[str, ...]] = ("u",)
+    name: ClassVar[str] = "cat"
+
+    def inf_tau(self, model, v):
+        w = v + model.v_x
+        u_inf = _sigmoid(-(w + 81.0) / 4.0)
+        tau = (30.8 + (211.4 + jnp.exp((w + 113.2) / 5.0)) * _sigmoid(-(w + 84.0) / 3.2)) / 3.7
+        return dict(u=(u_inf, tau))
+
+    def conductance(self, model, v, state):
+        s_inf = _sigmoid((v + model.v_x + 57.0) / 6.2)
+        return model.g_cat * s_inf**2 * state.u, model.e_ca

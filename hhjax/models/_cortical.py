@@ -1,0 +1,295 @@
+"""The Pospischil et al. (2008) single-compartment cortical model family.
+
+Units: mV, ms, mS/cm², µF/cm², µA/cm²; membrane area in cm².
+
+$$C_m \\frac{dv}{dt} = -g_L (v - E_L) - \\sum_{c \\in \\text{channels}} I_c(v, \\text{gates})
++ I_{stim}(t)$$
+
+The channels ([`NaTraub`][], [`KdTraub`][], [`MSlow`][], optionally [`CaL`][], [`CaT`][]) are
+composed: the model is the leak plus the sum of its `channels`, and each variant (regular
+spiking, fast spiking, bursting, low-threshold) is the same class with another channel tuple and
+other parameter values. Every model carries all parameters; a channel that is not in `channels`
+is simply not evaluated and its gates stay constant.
+
+Recorded currents are in pA; the model works in densities. With the membrane `area` (cm²),
+$I\\,[\\mu A/cm^2] = 10^{-6}\\, I\\,[pA] / \\text{area}\\,[cm^2]$: 1 pA on $10^{-8}$ cm² (1 µm²) is
+100 µA/cm², 100 pA on a typical soma of $10^{-4}$ cm² is 1 µA/cm². The total capacitance is
+$C_m \\cdot \\text{area}$ (1 µF/cm² × 1e-4 cm² = 100 pF), so when fitting recordings `area` is
+the free parameter and `c_m` stays at 1 µF/cm².
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .._model import AbstractModel
+from .._params import _concrete
+from ._channels import AbstractChannel, CaL, CaT, KdTraub, MSlow, NaTraub
+
+__all__ = ["CorticalState", "Pospischil", "GATES", "pa_to_density", "density_to_pa"]
+
+GATES = ("m", "h", "n", "p", "q", "r", "u")
+"""Gate names of [`CorticalState`][], in order."""
+
+_UNITS = dict(
+    g_na="mS/cm²",
+    g_kd="mS/cm²",
+    g_m="mS/cm²",
+    g_l="mS/cm²",
+    g_cal="mS/cm²",
+    g_cat="mS/cm²",
+    e_na="mV",
+    e_k="mV",
+    e_l="mV",
+    e_ca="mV",
+    v_t="mV",
+    v_x="mV",
+    tau_max="ms",
+    c_m="µF/cm²",
+    area="cm²",
+)
+_NONNEGATIVE = ("g_na", "g_kd", "g_m", "g_l", "g_cal", "g_cat")
+_POSITIVE = ("c_m", "area", "tau_max")
+
+
+def pa_to_density(current_pa: ArrayLike, area_cm2: ArrayLike) -> Array:
+    """Convert a current in pA to a density in µA/cm² on a membrane of `area_cm2` (cm²)."""
+    return jnp.asarray(current_pa) * 1e-6 / jnp.asarray(area_cm2)
+
+
+def density_to_pa(density: ArrayLike, area_cm2: ArrayLike) -> Array:
+    """Convert a density in µA/cm² on `area_cm2` (cm²) back to pA."""
+    return jnp.asarray(density) * jnp.asarray(area_cm2) * 1e6
+
+
+class CorticalState(eqx.Module):
+    """State of the cortical model: voltage (mV) and the gates m, h (Na), n (K_d), p (M),
+    q, r (Ca-L) and u (Ca-T). Gates of channels the model does not use stay constant."""
+
+    v: Array
+    m: Array
+    h: Array
+    n: Array
+    p: Array
+    q: Array
+    r: Array
+    u: Array
+
+
+def _field(default):
+    return eqx.field(converter=jnp.asarray, default=default)
+
+
+class Pospischil(AbstractModel):
+    """A single-compartment cortical neuron (Pospischil et al. 2008), as composed channels.
+
+    Defaults are the regular-spiking cell of Pospischil et al. 2008 (their Fig. 2/Table 1:
+    61.4 µm cylinder, $V_T = -56.2$ mV, $\\bar g_M = 0.075$ mS/cm², $\\tau_{max} = 608$ ms);
+    presets [`Pospischil.regular_spiking`][], [`Pospischil.fast_spiking`][],
+    [`Pospischil.intrinsically_bursting`][], [`Pospischil.low_threshold`][].
+
+    **Fields** (scalars, or arrays with a leading batch axis):
+
+    - `g_na`, `g_kd`, `g_m`, `g_l`, `g_cal`, `g_cat`: maximal conductances (mS/cm²), >= 0.
+    - `e_na`, `e_k`, `e_l`, `e_ca`: reversal potentials (mV).
+    - `v_t`: threshold shift of the Na and K_d kinetics (mV); `v_x`: shift of Ca-T (mV).
+    - `tau_max`: slowest time constant of the M current (ms).
+    - `c_m`: specific capacitance (µF/cm²); `area`: membrane area (cm²), used only to convert
+      currents in pA (see [`pa_to_density`][]); the dynamics are per unit area.
+    - `channels` (static): the tuple of [`AbstractChannel`][]s besides the leak.
+    """
+
+    g_na: Array = _field(56.0)
+    g_kd: Array = _field(6.0)
+    g_m: Array = _field(0.075)
+    g_l: Array = _field(0.0205)
+    g_cal: Array = _field(0.0)
+    g_cat: Array = _field(0.0)
+    e_na: Array = _field(50.0)
+    e_k: Array = _field(-90.0)
+    e_l: Array = _field(-70.3)
+    e_ca: Array = _field(120.0)
+    v_t: Array = _field(-56.2)
+    v_x: Array = _field(2.0)
+    tau_max: Array = _field(608.0)
+    c_m: Array = _field(1.0)
+    area: Array = _field(np.pi * 61.4e-4 * 61.4e-4)
+    channels: tuple[AbstractChannel, ...] = eqx.field(
+        static=True, default=(NaTraub(), KdTraub(), MSlow())
+    )
+
+    def __check_init__(self):
+        owned = [g for c in self.channels for g in c.gates]
+        if len(owned) != len(set(owned)):
+            raise ValueError(f"Pospischil: two channels own the same gate: {owned}.")
+        for name in self.field_names:
+            value = _concrete(getattr(self, name))
+            if value is None:
+                continue
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"Pospischil.{name} must be finite, got {value!r} (units: {_UNITS[name]})."
+                )
+            if name in _NONNEGATIVE and np.any(value < 0):
+                raise ValueError(f"Pospischil.{name} must be >= 0 mS/cm², got {value!r}.")
+            if name in _POSITIVE and np.any(value <= 0):
+                raise ValueError(f"Pospischil.{name} must be > 0 {_UNITS[name]}, got {value!r}.")
+
+    def replace(self, **changes):
+        """A copy with some fields replaced (values are converted to arrays); keeps `channels`."""
+        unknown = set(changes) - set(self.field_names) - {"channels"}
+        if unknown:
+            raise TypeError(
+                f"Pospischil has no field(s) {sorted(unknown)}; fields are "
+                f"{', '.join(self.field_names)}."
+            )
+        values = {name: getattr(self, name) for name in self.field_names}
+        values["channels"] = self.channels
+        values.update(changes)
+        return type(self)(**values)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def regular_spiking(cls, **overrides) -> Pospischil:
+        """Regular spiking with adaptation (Na, K_d, M, leak): the defaults."""
+        return cls(**overrides)
+
+    @classmethod
+    def fast_spiking(cls, **overrides) -> Pospischil:
+        """Fast spiking (Pospischil 2008, FS cell: no M current to speak of, higher V_T)."""
+        values = dict(
+            g_na=58.0,
+            g_kd=3.9,
+            g_m=0.0787,
+            g_l=0.038,
+            e_l=-70.4,
+            v_t=-57.9,
+            tau_max=502.0,
+            area=np.pi * 56.9e-4 * 56.9e-4,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def intrinsically_bursting(cls, **overrides) -> Pospischil:
+        """Intrinsically bursting: regular spiking plus the high-threshold Ca current I_L.
+
+        Values are illustrative (of the order of Pospischil et al. 2008, Fig. 8); check them
+        against the paper before quantitative use.
+        """
+        values = dict(
+            g_na=50.0,
+            g_kd=4.2,
+            g_m=0.042,
+            g_l=0.01,
+            g_cal=0.12,
+            e_l=-70.0,
+            v_t=-58.0,
+            tau_max=1000.0,
+            area=np.pi * 96e-4 * 96e-4,
+            channels=(NaTraub(), KdTraub(), MSlow(), CaL()),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def low_threshold(cls, **overrides) -> Pospischil:
+        """Low-threshold spiking: regular spiking plus the T-type Ca current I_T.
+
+        Values are illustrative (of the order of Pospischil et al. 2008, Fig. 9); check them
+        against the paper before quantitative use.
+        """
+        values = dict(
+            g_na=50.0,
+            g_kd=4.0,
+            g_m=0.028,
+            g_l=0.019,
+            g_cat=0.4,
+            e_l=-50.0,
+            v_t=-50.0,
+            v_x=-7.0,
+            tau_max=4000.0,
+            area=np.pi * 96e-4 * 96e-4,
+            channels=(NaTraub(), KdTraub(), MSlow(), CaT()),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    # ------------------------------------------------------------------ the equations
+    def inf_tau(self, v) -> dict:
+        """`{gate: (x_inf, tau_ms)}` at voltage `v` for every gate the channels own."""
+        # Trial stages of adaptive solvers can visit absurd voltages; there exponentials in the
+        # rates overflow to inf/inf = NaN and the controller never recovers. Rates are therefore
+        # taken at v clipped to [-250, 250] mV, far outside any physiological state (the clip
+        # has zero gradient only out there).
+        v = jnp.clip(v, -250.0, 250.0)
+        out = {}
+        for channel in self.channels:
+            out.update(channel.inf_tau(self, v))
+        return out
+
+    def conductances(self, state):
+        """`[(g, e), ...]`: leak first, then each channel's conductance (mS/cm²) and reversal."""
+        v = state.v
+        return [(self.g_l, self.e_l)] + [c.conductance(self, v, state) for c in self.channels]
+
+    def ionic_current(self, state) -> Array:
+        """Total membrane (ionic + leak) current density (µA/cm², outward positive)."""
+        return sum(g * (state.v - e) for g, e in self.conductances(state))
+
+    def channel_currents(self, state) -> dict:
+        """`{"leak": ..., channel.name: ...}` current densities (µA/cm²) at `state`."""
+        v = state.v
+        out = {"leak": self.g_l * (v - self.e_l)}
+        for c in self.channels:
+            out[c.name] = c.current(self, v, state)
+        return out
+
+    def vector_field(self, t, y, stimulus):
+        """$dy/dt$ (mV/ms and 1/ms) at time `t` (ms) under `stimulus` (µA/cm²) or `None`."""
+        i_stim = 0.0 if stimulus is None else stimulus(t)
+        dv = (i_stim - self.ionic_current(y)) / self.c_m
+        rates = {}
+        for gate, (x_inf, tau) in self.inf_tau(y.v).items():
+            rates[gate] = (x_inf - getattr(y, gate)) / tau
+        zero = jnp.zeros_like(dv)
+        return CorticalState(dv, *(rates.get(g, zero) for g in GATES))
+
+    def steady_state(self, v) -> CorticalState:
+        """The state at voltage `v` (mV) with every owned gate at $x_\\infty(v)$, others 0."""
+        v = jnp.asarray(v, dtype=jnp.result_type(self.dtype, float))
+        inf = {g: x for g, (x, _) in self.inf_tau(v).items()}
+        zero = jnp.zeros_like(v)
+        return CorticalState(v, *(jnp.broadcast_to(inf.get(g, zero), v.shape) for g in GATES))
+
+    def steady_current(self, v) -> Array:
+        """Steady-state I–V relation: membrane current (µA/cm²) with gates at steady state."""
+        return self.ionic_current(self.steady_state(v))
+
+    def rest_state(self, i_hold=0.0, *, iterations: int = 40) -> CorticalState:
+        """The resting state under constant current `i_hold` (µA/cm²).
+
+        Damped Newton iteration on the steady-state I–V relation from $E_L$; differentiable
+        in the parameters. Models with several rest points (bistable) return the one Newton
+        reaches from $E_L$.
+        """
+        if self.batch_shape:
+            return jax.vmap(lambda m: m.rest_state(i_hold, iterations=iterations))(self.broadcast())
+        dtype = jnp.result_type(self.dtype, float)
+        f = lambda v: self.steady_current(v) - i_hold
+        df = jax.grad(f)
+
+        def newton(_, v):
+            return v - jnp.clip(f(v) / df(v), -5.0, 5.0)
+
+        v = jax.lax.fori_loop(0, iterations, newton, jnp.asarray(self.e_l, dtype))
+        return self.steady_state(v)
+
+    def broadcast(self):
+        """A copy with every parameter field broadcast to `batch_shape`."""
+        shape = self.batch_shape
+        return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape), self)
