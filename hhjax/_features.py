@@ -126,9 +126,10 @@ def firing_rate(
 ) -> Array:
     """Mean firing rate (Hz) in the window `[t_start, t_stop]` ms (default: the whole trace)."""
     ts, v = jnp.asarray(ts), jnp.asarray(v)
-    t_start = ts[..., 0] if t_start is None else t_start
-    t_stop = ts[..., -1] if t_stop is None else t_stop
-    inside = (ts[..., 1:] >= t_start) & (ts[..., 1:] <= t_stop)
+    t_start = ts[..., 0] if t_start is None else jnp.asarray(t_start)
+    t_stop = ts[..., -1] if t_stop is None else jnp.asarray(t_stop)
+    # Window edges get a trailing axis so that batched `ts` (shape `(*batch, times)`) broadcast.
+    inside = (ts[..., 1:] >= t_start[..., None]) & (ts[..., 1:] <= t_stop[..., None])
     count = jnp.sum(_crossings(v, threshold) & inside, axis=-1)
     return 1000.0 * count / (t_stop - t_start)
 
