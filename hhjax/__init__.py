@@ -4,6 +4,9 @@ Units everywhere: mV, ms, µA/cm², mS/cm², µF/cm², °C.
 """
 
 from . import _kinetics as kinetics
+from ._fast import BatchFeatures as BatchFeatures
+from ._fast import ExponentialEuler as ExponentialEuler
+from ._fast import simulate_batch as simulate_batch
 from ._features import FICurve as FICurve
 from ._features import fi_curve as fi_curve
 from ._features import firing_rate as firing_rate
@@ -35,6 +38,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractModel",
     "AbstractStimulus",
+    "BatchFeatures",
+    "ExponentialEuler",
     "Currents",
     "FICurve",
     "FIELDS",
@@ -55,6 +60,7 @@ __all__ = [
     "kinetics",
     "rest_state",
     "simulate",
+    "simulate_batch",
     "spike_count",
     "spike_times",
     "steady_state",

@@ -1,0 +1,543 @@
+"""Fast fixed-step simulation: the exponential-Euler (Rush–Larsen) solver and batch features.
+
+Units: mV, ms, µA/cm², mS/cm², µF/cm², Hz.
+
+One step of length $\\Delta t$ from $(v_k, m_k, h_k, n_k)$, with the stimulus taken at the
+step's midpoint $t_k + \\Delta t/2$ (so a step edge on the grid is never ambiguous):
+
+1. Gates, exactly for the voltage frozen at $v_k$ (NEURON's `cnexp`, Rush–Larsen):
+   $x_{k+1} = x_\\infty(v_k) + (x_k - x_\\infty(v_k))\\,e^{-\\Delta t/\\tau_x(v_k)}$.
+   A convex combination of $x_k$ and $x_\\infty \\in [0, 1]$: gates never leave $[0, 1]$.
+2. Voltage, exactly for the conductances frozen at the new gates: with
+   $G = \\bar g_{Na} m_{k+1}^3 h_{k+1} + \\bar g_K n_{k+1}^4 + g_L$ and
+   $v_\\infty = (\\bar g_{Na} m^3 h E_{Na} + \\bar g_K n^4 E_K + g_L E_L + I)/G$,
+   $v_{k+1} = v_\\infty + (v_k - v_\\infty)\\,e^{-G \\Delta t / C_m}$.
+   Unconditionally stable (the membrane is linear in $v$ once the gates are fixed), like
+   NEURON's implicit voltage step, and exact for a passive membrane.
+
+The scheme is first order in $\\Delta t$ (the two half-updates are staggered, as in NEURON's
+fixed step). [`ExponentialEuler`][] exposes it as a Diffrax solver for [`hhjax.simulate`][];
+[`simulate_batch`][] runs it as a plain `lax.scan` over many neurons that keeps only features
+(spike count, spike times, rate, optionally a coarse record), so memory does not grow with the
+simulated time and any number of neurons runs in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from ._params import HHParams
+from ._stimulus import AbstractStimulus, Step, as_stimulus
+from ._vector_field import HHState
+
+__all__ = ["ExponentialEuler", "BatchFeatures", "simulate_batch", "exp_euler_step", "fast_rates"]
+
+
+# ---------------------------------------------------------------------------- the update
+def _series_cutoff(dtype) -> float:
+    # Below |x| < cutoff, x/(e^x - 1) comes from its series 1 - x/2 + x²/12 - x⁴/720, whose first
+    # neglected term x⁶/30240 is below the dtype's round-off there; above it the difference
+    # e^x - 1 of a product of exponentials loses at most ~eps/|x|, also below round-off-ish.
+    return 0.3 if jnp.finfo(dtype).bits <= 32 else 0.01
+
+
+def _xexpm1(x, ex, cutoff):
+    """$x/(e^x - 1)$ given `ex` = $e^x$, with the series near 0 (double-`where` guarded)."""
+    small = jnp.abs(x) < cutoff
+    denominator = jnp.where(small, 1.0, ex - 1.0)
+    x2 = x * x
+    series = 1.0 - 0.5 * x + x2 * (1.0 / 12.0 - x2 * (1.0 / 720.0))
+    return jnp.where(small, series, jnp.where(small, 1.0, x) / denominator)
+
+
+def fast_rates(params: HHParams, v: ArrayLike, phi: ArrayLike | None = None):
+    """Temperature-scaled $(\\alpha, \\beta)$ pairs (1/ms) for m, h, n from two exponentials.
+
+    The same functions as [`hhjax.kinetics`][] (to round-off: relative 1e-12 in float64,
+    1e-5 in float32), but all six rates come from $e^{-u/80}$ and $e^{-u/18}$, $u = v -
+    v_{\\mathrm{ref}}$: $e^{-u/20} = (e^{-u/80})^4$ and $e^{-u/10} = (e^{-u/20})^2$ give
+    $\\alpha_h$, $\\beta_h$, $\\alpha_m$ and $\\alpha_n$. This removes four of the six exponentials,
+    the bulk of the cost of a step.
+
+    `phi`, the temperature factor, may be passed precomputed (it costs a `pow`).
+
+    **Returns:** `((am, bm), (ah, bh), (an, bn))`, each shaped like `v`.
+    """
+    v = jnp.asarray(v)
+    cutoff = _series_cutoff(v.dtype)
+    u = v - params.v_ref
+    if phi is None:
+        phi = _phi(params)
+    # The barrier stops XLA from rewriting the products below back into exp(k·x) (which
+    # would bring back the exponentials this function exists to avoid); it costs nothing.
+    e80 = jax.lax.optimization_barrier(jnp.exp(u * (-1.0 / 80.0)))
+    e18 = jnp.exp(u * (-1.0 / 18.0))
+    e40 = e80 * e80
+    e20 = e40 * e40
+    e10 = e20 * e20
+    x_m = (25.0 - u) * 0.1
+    x_n = (10.0 - u) * 0.1
+    am = _xexpm1(x_m, math.exp(2.5) * e10, cutoff)
+    an = 0.1 * _xexpm1(x_n, math.e * e10, cutoff)
+    bm = 4.0 * e18
+    ah = 0.07 * e20
+    bh = 1.0 / (1.0 + math.exp(3.0) * e10)
+    bn = 0.125 * e80
+    return (phi * am, phi * bm), (phi * ah, phi * bh), (phi * an, phi * bn)
+
+
+def _phi(params: HHParams):
+    return 3.0 ** ((params.temperature - 6.3) / 10.0)
+
+
+def _gate(x, a, b, dt):
+    total = a + b
+    x_inf = a / total
+    return x_inf + (x - x_inf) * jnp.exp(-dt * total)
+
+
+def _membrane(params: HHParams, m, h, n, i_stim):
+    """Total conductance G (mS/cm²) and the driving sum (µA/cm²) with v_inf = sum / G."""
+    g_na = params.g_na * (m * m * m) * h
+    n2 = n * n
+    g_k = params.g_k * (n2 * n2)
+    g = g_na + g_k + params.g_l
+    drive = g_na * params.e_na + g_k * params.e_k + params.g_l * params.e_l + i_stim
+    return g, drive
+
+
+def exp_euler_step(
+    params: HHParams, state: HHState, i_stim: ArrayLike, dt, phi: ArrayLike | None = None
+) -> HHState:
+    """One exponential-Euler step of length `dt` (ms) under stimulus `i_stim` (µA/cm²).
+
+    See the module docstring for the scheme. Pure, elementwise, broadcasting over any batch
+    shape. `phi` is the temperature factor if precomputed.
+
+    **Returns:** the new [`HHState`][].
+    """
+    v, m, h, n = state.v, state.m, state.h, state.n
+    (am, bm), (ah, bh), (an, bn) = fast_rates(params, v, phi)
+    m = _gate(m, am, bm, dt)
+    h = _gate(h, ah, bh, dt)
+    n = _gate(n, an, bn, dt)
+    g, drive = _membrane(params, m, h, n, i_stim)
+    v_inf = drive / g
+    v = v_inf + (v - v_inf) * jnp.exp(-dt * g / params.c_m)
+    return HHState(v, m, h, n)
+
+
+# ---------------------------------------------------------------------------- Diffrax solver
+class ExponentialEuler(diffrax.AbstractSolver):
+    """Exponential Euler (Rush–Larsen) for HH membranes: NEURON's fixed-step scheme, order 1.
+
+    Gates advance exactly for the voltage frozen over the step (`cnexp`), the voltage exactly
+    for the conductances frozen at the new gates; the stimulus is taken at the step midpoint.
+    Stable at any step, gates stay in $[0, 1]$. Fixed step only: use with
+    `hhjax.simulate(p, stim, t1, solver=hhjax.ExponentialEuler(), dt0=0.025)`.
+
+    The vector field's `args` must be `(HHParams, stimulus)` as [`hhjax.simulate`][] passes
+    them; the terms are not used (the scheme needs the model's structure, not just $f$).
+
+    Accuracy (NEURON hh.mod parameters, 10 µA/cm², 1 s, float64; error of the 60th spike vs the
+    adaptive reference): see `benchmarks/README.md`. Like NEURON's fixed step, the spike train
+    drifts in phase by an amount proportional to `dt0`.
+    """
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = diffrax.LocalLinearInterpolation
+
+    def order(self, terms):
+        return 1
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        params, stimulus = _split_args(args)
+        dt = t1 - t0
+        i_stim = 0.0 if stimulus is None else stimulus(t0 + 0.5 * dt)
+        y1 = exp_euler_step(params, y0, i_stim, dt)
+        dense_info = dict(y0=y0, y1=y1)
+        return y1, None, dense_info, None, diffrax.RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+ExponentialEuler.__init__.__doc__ = """**Arguments:** None"""
+
+
+def _split_args(args):
+    try:
+        params, stimulus = args
+    except (TypeError, ValueError):
+        raise TypeError(
+            "ExponentialEuler needs args=(HHParams, stimulus), as hhjax.simulate passes them."
+        ) from None
+    if not isinstance(params, HHParams):
+        raise TypeError(
+            "ExponentialEuler is specific to the Hodgkin–Huxley membrane: args[0] must be an "
+            f"hhjax.HHParams, got {type(params).__name__}. Use a generic Diffrax solver instead."
+        )
+    return params, stimulus
+
+
+# ---------------------------------------------------------------------------- batch features
+class BatchFeatures(eqx.Module):
+    """Per-neuron features from [`simulate_batch`][]; arrays with a leading `(*batch)` shape.
+
+    **Fields:**
+
+    - `spike_count`: number of upward threshold crossings in $(t_0, t_1]$ (int32).
+    - `spike_times`: the first `max_spikes` crossing times (ms), NaN-padded,
+      shape `(*batch, max_spikes)`. Each is the exact crossing time of the scheme's own
+      exponential voltage solution within the step (no interpolation of samples).
+    - `rate`: `spike_count` over the simulated span (Hz).
+    - `final_state`: the [`HHState`][] at `t1` (continue a run with it as `y0`).
+    - `dropped`: spikes counted but not stored because two crossings fell inside one block
+      (`block` ms; only for spike trains above ~1/block kHz); normally all zero.
+    - `record_ts`: times (ms) of the coarse record, shape `(samples,)`, or `None`.
+    - `record`: dict of recorded variables (`"v"`, `"m"`, `"h"`, `"n"`), each of shape
+      `(*batch, samples)`, or `None`.
+    """
+
+    spike_count: Array
+    spike_times: Array
+    rate: Array
+    final_state: HHState
+    dropped: Array
+    record_ts: Array | None
+    record: dict | None
+
+
+_RECORDABLE = ("v", "m", "h", "n")
+
+
+def _chunk_kernel(
+    params, stimulus, y0, t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll
+):
+    """Simulate one chunk of neurons; every argument after `y0` is static (Python)."""
+    dtype = y0.v.dtype
+    size = y0.v.shape[0]
+    dt_ = jnp.asarray(dt, dtype)
+    thr = jnp.asarray(threshold, dtype)
+    t0_ = jnp.asarray(t0, dtype)
+    # Per-neuron constants leave the loop: pow and 1/C_m once, not every step.
+    # x_inf = a/(a+b) does not depend on phi, so phi only scales the decay rate.
+    dt_phi = dt_ * _phi(params)
+    dt_inv_c = dt_ / params.c_m
+
+    def current(t):
+        if stimulus is None:
+            return jnp.zeros((), dtype)
+        return jnp.asarray(stimulus(t), dtype)
+
+    def run_block(state, start_step, length):
+        # Within a block at most one crossing per neuron is stored (spikes are ms apart);
+        # the crossing's step data stay in registers and are refined once per block.
+        zeros = jnp.zeros((size,), dtype)
+        init = (state, jnp.zeros((size,), jnp.int32), zeros, zeros, zeros, zeros)
+
+        def step(carry, j):
+            state, crossed, t_c, v_c, vinf_c, rate_c = carry
+            t_k = t0_ + (start_step + j).astype(dtype) * dt_
+            i_stim = current(t_k + 0.5 * dt_)
+            v0 = state.v
+            (am, bm), (ah, bh), (an, bn) = fast_rates(params, v0, 1.0)
+            m = _gate(state.m, am, bm, dt_phi)
+            h = _gate(state.h, ah, bh, dt_phi)
+            n = _gate(state.n, an, bn, dt_phi)
+            g, drive = _membrane(params, m, h, n, i_stim)
+            v_inf = drive / g
+            rate = g * dt_inv_c  # per step
+            v1 = v_inf + (v0 - v_inf) * jnp.exp(-rate)
+            up = (v0 < thr) & (v1 >= thr)
+            first = up & (crossed == 0)
+            t_c = jnp.where(first, t_k, t_c)
+            v_c = jnp.where(first, v0, v_c)
+            vinf_c = jnp.where(first, v_inf, vinf_c)
+            rate_c = jnp.where(first, rate, rate_c)
+            crossed = crossed + up.astype(jnp.int32)
+            return (HHState(v1, m, h, n), crossed, t_c, v_c, vinf_c, rate_c), None
+
+        steps = jnp.arange(length, dtype=jnp.int32)
+        (state, crossed, t_c, v_c, vinf_c, rate_c), _ = jax.lax.scan(
+            step, init, steps, unroll=min(unroll, length)
+        )
+        # v(s) = v_inf + (v_c - v_inf) exp(-rate s) crosses the threshold at s below.
+        ratio = (thr - vinf_c) / jnp.where(crossed > 0, v_c - vinf_c, 1.0)
+        ratio = jnp.where(crossed > 0, ratio, 1.0)
+        s = -jnp.log(jnp.clip(ratio, jnp.finfo(dtype).tiny, 1.0)) / rate_c  # in steps
+        s = jnp.where(crossed > 0, jnp.clip(s, 0.0, 1.0), 0.0) * dt_
+        return state, crossed, t_c + s
+
+    def store(carry, state, crossed, t_cross):
+        count, buf, dropped = carry
+        slot = jnp.where((crossed > 0) & (count < max_spikes), count, max_spikes)
+        buf = buf.at[jnp.arange(size), slot].set(t_cross, mode="drop")
+        dropped = dropped + jnp.maximum(crossed - 1, 0)
+        return count + crossed, buf, dropped
+
+    def outer(carry, b):
+        state, feats = carry
+        state, crossed, t_cross = run_block(state, b * block, block)
+        feats = store(feats, state, crossed, t_cross)
+        out = tuple(getattr(state, name) for name in record)
+        return (state, feats), out
+
+    feats = (
+        jnp.zeros((size,), jnp.int32),
+        jnp.full((size, max_spikes), jnp.nan, dtype),
+        jnp.zeros((size,), jnp.int32),
+    )
+    (state, feats), recorded = jax.lax.scan(
+        outer, (y0, feats), jnp.arange(n_blocks, dtype=jnp.int32)
+    )
+    if tail:
+        state, crossed, t_cross = run_block(state, n_blocks * block, tail)
+        feats = store(feats, state, crossed, t_cross)
+        recorded = tuple(
+            jnp.concatenate([r, getattr(state, name)[None]], axis=0)
+            for r, name in zip(recorded, record)
+        )
+    recorded = tuple(
+        jnp.concatenate([getattr(y0, name)[None], r], axis=0).T for r, name in zip(recorded, record)
+    )
+    count, buf, dropped = feats
+    return count, buf, dropped, state, recorded
+
+
+@eqx.filter_jit
+def _run_chunk(params, stimulus, y0, config):
+    t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll = config
+    dtype = jnp.result_type(params.dtype, float)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+    if y0 is None:
+        from ._simulate import rest_state
+
+        y0 = jax.vmap(rest_state)(params)
+    y0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y0)
+    return _chunk_kernel(
+        params, stimulus, y0, t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll
+    )
+
+
+# ---------------------------------------------------------------------------- public entry
+_DEFAULT_BLOCK = 0.5
+_CHUNK_BYTES = 512 * 2**20
+
+
+def _per_neuron_stimulus(stimulus, size: int, dtype) -> bool:
+    """Whether `stimulus(t)` returns one value per neuron (True) or one shared value."""
+    shape = jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape
+    if shape == ():
+        return False
+    if shape == (size,):
+        return True
+    raise ValueError(
+        f"`stimulus(t)` must return a scalar (shared) or one value per neuron, shape ({size},); "
+        f"got shape {shape}. Give per-neuron stimulus fields a leading axis of the batch size."
+    )
+
+
+def _take(tree, lo: int, hi: int, size: int):
+    """Rows lo:hi of every leaf with a leading axis of `size`, padded by repeating the last row."""
+
+    def take(x):
+        if not (hasattr(x, "shape") and x.ndim >= 1 and x.shape[0] == size):
+            return x
+        part = x[lo:hi]
+        pad = (hi - lo) - part.shape[0]
+        if pad:
+            part = jnp.concatenate([part, jnp.repeat(part[-1:], pad, axis=0)], axis=0)
+        return part
+
+    return jax.tree_util.tree_map(take, tree)
+
+
+def simulate_batch(
+    params: HHParams,
+    stimulus: AbstractStimulus | ArrayLike | None = None,
+    t1: float = 1000.0,
+    *,
+    t0: float = 0.0,
+    dt: float = 0.025,
+    y0: HHState | Sequence[ArrayLike] | None = None,
+    threshold: float = 0.0,
+    max_spikes: int = 64,
+    record: Sequence[str] = (),
+    record_dt: float | None = None,
+    chunk_size: int | None = None,
+    unroll: int = 1,
+    progress: bool | None = None,
+) -> BatchFeatures:
+    """Simulate many neurons with [`ExponentialEuler`][] and return only their spike features.
+
+    A plain `lax.scan` over time with the exponential-Euler step fused into one loop body:
+    no trace is stored, so memory is `O(neurons × max_spikes)` whatever `t1` is. Large batches
+    run in chunks of `chunk_size` neurons (with a progress bar); every chunk has the same shape,
+    so one compilation serves all of them.
+
+    **Arguments:**
+
+    - `params`: an [`HHParams`][]; fields with a leading batch axis give one neuron each.
+    - `stimulus`: a stimulus shared by all neurons (e.g. [`hhjax.Step`][]), one whose fields
+      have a leading axis of the batch size (e.g. `Step(amplitudes, 5.0)` with `amplitudes` of
+      shape `(batch,)`), a constant current (µA/cm², scalar or `(batch,)` array), or `None`.
+      It is sampled at each step's midpoint.
+    - `t1`, `t0`: end and start (ms); `t1 - t0` must be a whole number of steps `dt`.
+    - `dt`: the fixed step (ms).
+    - `y0`: initial [`HHState`][] (broadcast to the batch); default [`hhjax.rest_state`][].
+    - `threshold`: spike detection level (mV), upward crossings.
+    - `max_spikes`: size of the spike-time buffer per neuron (later spikes are counted only).
+    - `record`: names among `"v"`, `"m"`, `"h"`, `"n"` to record coarsely, every `record_dt`.
+    - `record_dt`: spacing (ms) of the record, a multiple of `dt`; it is also the block length
+      inside which at most one spike per neuron is stored (default 0.5 ms).
+    - `chunk_size`: neurons per compiled call; default: as many as fit in ~512 MB of features.
+    - `unroll`: time steps unrolled per scan iteration (a speed knob; results are identical).
+    - `progress`: show a tqdm bar over chunks; default when there is more than one chunk.
+
+    **Returns:**
+
+    A [`BatchFeatures`][]. Runs in the dtype of `params` (`params.astype(jnp.float32)` for
+    speed). Several CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=2`) or
+    several GPUs are used by splitting each chunk across them.
+    """
+    if not isinstance(params, HHParams):
+        raise TypeError(f"`params` must be an hhjax.HHParams, got {type(params).__name__}.")
+    t0, t1, dt = float(t0), float(t1), float(dt)
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
+        raise ValueError(f"`t1` ({t1} ms) must be finite and greater than `t0` ({t0} ms).")
+    if not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"`dt` must be > 0 ms, got {dt}.")
+    n_steps = round((t1 - t0) / dt)
+    if n_steps < 1 or abs(n_steps * dt - (t1 - t0)) > 1e-9 * max(1.0, t1 - t0):
+        raise ValueError(
+            f"`t1 - t0` ({t1 - t0} ms) must be a whole number of steps `dt` ({dt} ms); "
+            f"e.g. t1 = {t0 + max(n_steps, 1) * dt}."
+        )
+    record = tuple(record)
+    for name in record:
+        if name not in _RECORDABLE:
+            raise ValueError(f"`record` entries must be among {_RECORDABLE}, got {name!r}.")
+    block_dt = _DEFAULT_BLOCK if record_dt is None else float(record_dt)
+    block = max(1, round(block_dt / dt))
+    if record_dt is not None and abs(block * dt - block_dt) > 1e-9 * block_dt:
+        raise ValueError(f"`record_dt` ({record_dt} ms) must be a multiple of `dt` ({dt} ms).")
+    block = min(block, n_steps)
+    n_blocks, tail = divmod(n_steps, block)
+    if not (isinstance(max_spikes, int) and max_spikes >= 1):
+        raise ValueError(f"`max_spikes` must be a positive int, got {max_spikes!r}.")
+    if not (isinstance(unroll, int) and unroll >= 1):
+        raise ValueError(f"`unroll` must be a positive int, got {unroll!r}.")
+
+    dtype = jnp.result_type(params.dtype, float)
+    if stimulus is not None and not isinstance(stimulus, AbstractStimulus):
+        amplitude = jnp.asarray(stimulus)
+        if amplitude.ndim > 1:
+            raise ValueError(
+                f"An array `stimulus` must be 1-D (one per neuron), got {amplitude.shape}."
+            )
+        stimulus = Step(amplitude, start=-jnp.inf)
+    stimulus = as_stimulus(stimulus)
+    if stimulus is not None:
+        stimulus.check_span(t0, t1)
+
+    # The batch: params' batch shape, widened by a per-neuron stimulus or y0.
+    shapes = [params.batch_shape]
+    if stimulus is not None:
+        shapes.append(jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape)
+    if y0 is not None:
+        if not isinstance(y0, HHState):
+            y0 = HHState(*(jnp.asarray(x) for x in y0))
+        shapes.append(jnp.broadcast_shapes(*(jnp.shape(x) for x in y0)))
+    batch_shape = jnp.broadcast_shapes(*shapes)
+    size = int(np.prod(batch_shape, dtype=np.int64))
+    flat = lambda x: jnp.broadcast_to(jnp.asarray(x), batch_shape).reshape(size)
+    params = jax.tree_util.tree_map(flat, params)
+    if y0 is not None:
+        y0 = jax.tree_util.tree_map(lambda x: flat(x).astype(dtype), y0)
+    per_neuron = stimulus is not None and _per_neuron_stimulus(stimulus, size, dtype)
+    if per_neuron and len(batch_shape) > 1:
+        raise ValueError("Per-neuron stimuli need a 1-D batch; flatten `params` first.")
+
+    devices = jax.local_devices()
+    n_dev = len(devices)
+    samples = n_blocks + (1 if tail else 0) + 1 if record else 0
+    per_neuron_bytes = jnp.finfo(dtype).bits // 8 * (max_spikes + 8 + samples * len(record))
+    if chunk_size is None:
+        chunk_size = max(n_dev, min(size, _CHUNK_BYTES // per_neuron_bytes))
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+    chunk_size = min(chunk_size, size)
+    if n_dev > 1:
+        chunk_size = -(-chunk_size // n_dev) * n_dev
+    n_chunks = -(-size // chunk_size)
+    config = (t0, dt, n_blocks, block, tail, float(threshold), max_spikes, record, unroll)
+
+    if progress is None:
+        progress = n_chunks > 1
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=size, unit="neuron", desc="simulate_batch")
+    outputs = []
+    for c in range(n_chunks):
+        lo, hi = c * chunk_size, min(size, (c + 1) * chunk_size)
+        p_c = _take(params, lo, lo + chunk_size, size)
+        s_c = _take(stimulus, lo, lo + chunk_size, size) if per_neuron else stimulus
+        y_c = None if y0 is None else _take(y0, lo, lo + chunk_size, size)
+        if n_dev > 1:
+            out = _run_split(p_c, s_c, y_c, per_neuron, config, devices)
+        else:
+            out = _run_chunk(p_c, s_c, y_c, config)
+        out = jax.device_get(out)
+        outputs.append(jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], out))
+        if bar is not None:
+            bar.update(hi - lo)
+    if bar is not None:
+        bar.close()
+
+    cat = lambda *xs: np.concatenate(xs, axis=0)
+    count, buf, dropped, state, recorded = jax.tree_util.tree_map(cat, *outputs)
+    unflat = lambda x: jnp.asarray(x.reshape(*batch_shape, *x.shape[1:]))
+    count, buf, dropped = unflat(count), unflat(buf), unflat(dropped)
+    state = jax.tree_util.tree_map(unflat, state)
+    rate = count.astype(dtype) * (1000.0 / (t1 - t0))
+    if record:
+        record_ts = t0 + dt * np.concatenate(
+            [block * np.arange(n_blocks + 1), [n_steps] if tail else []]
+        )
+        record_ts = jnp.asarray(record_ts, dtype)
+        recorded = {name: unflat(r) for name, r in zip(record, recorded)}
+    else:
+        record_ts, recorded = None, None
+    return BatchFeatures(count, buf, rate, state, dropped, record_ts, recorded)
+
+
+def _run_split(params, stimulus, y0, per_neuron, config, devices):
+    """Split one chunk across `devices`; asynchronous dispatch runs the parts concurrently."""
+    parts = len(devices)
+    size = params.g_na.shape[0]
+    step = size // parts
+    outs = []
+    for k, device in enumerate(devices):
+        put = lambda tree, k=k, d=device: jax.device_put(
+            _take(tree, k * step, (k + 1) * step, size), d
+        )
+        s = put(stimulus) if per_neuron else jax.device_put(stimulus, device)
+        outs.append(_run_chunk(put(params), s, None if y0 is None else put(y0), config))
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(jax.device_get(xs), axis=0), *outs)
