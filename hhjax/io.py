@@ -9,8 +9,10 @@ Every reader raises [`RecordingError`][] (a `ValueError`) naming the file and th
 file it cannot use: unreadable or truncated, a channel that does not exist, voltage-clamp data
 (current recorded, voltage commanded), or no injected current.
 
-The recordings are the `Recording` type of [`hhjax.fitting`][] when that module provides one,
-otherwise the compatible [`Recording`][] defined here (fields `t`, `v`, `i_inj` first).
+Without `area`, readers return this module's [`Recording`][] (fields `t`, `v`, `i_inj`,
+`i_unit`, `sweep`, `source`), which keeps the current in pA because the area of a real cell
+is usually only known after a fit. With `area`, or via [`Recording.to_fitting`][], they
+return [`hhjax.fitting.Recording`][] with the current in µA/cm², ready for `hhjax.fitting.fit`.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class RecordingError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Recording:
-    """One current-clamp sweep: sample times, membrane potential and injected current.
+    """One current-clamp sweep as read: times (ms), membrane potential (mV), current (pA).
 
     **Fields:**
 
@@ -74,6 +76,21 @@ class Recording:
         """The injected current as a density (µA/cm²) on a membrane of `area` (cm²)."""
         return _density(self.i_inj, self.i_unit, area, self.source)
 
+    def to_fitting(self, area: float | None = None):
+        """This sweep as [`hhjax.fitting.Recording`][] (current in µA/cm² on `area` cm²).
+
+        Falls back to an `io.Recording` with `i_unit="uA/cm2"` if `hhjax.fitting` is absent.
+        """
+        density = self.density(area)
+        cls = _fitting_recording()
+        if cls is None:
+            return dataclasses.replace(self, i_inj=density, i_unit=DENSITY)
+        meta = dict(source=self.source, sweep=self.sweep, area_cm2=area, i_unit_file=self.i_unit)
+        try:
+            return cls(self.t, self.v, density, metadata=meta)
+        except ValueError as err:
+            raise RecordingError(f"{self.source}: sweep {self.sweep}: {err}") from None
+
     @property
     def dt(self) -> float:
         """The sampling interval (ms)."""
@@ -91,18 +108,18 @@ def _density(i_inj, i_unit, area, source=""):
     return np.asarray(i_inj) * CURRENT_UNITS[i_unit] * 1e-6 / area
 
 
-def _recording_type():
+def _fitting_recording():
     try:
-        from . import fitting
+        from .fitting import Recording as FitRecording
     except Exception:  # the fitting module is optional here
-        return Recording
-    return getattr(fitting, "Recording", Recording)
+        return None
+    return FitRecording
 
 
-def _make(path, sweep, t, v, i_pa, area, unit="pA") -> Recording:
+def _make(path, sweep, t, v, i, area, unit="pA"):
     t = np.asarray(t, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
-    i = np.asarray(i_pa, dtype=np.float64)
+    i = np.asarray(i, dtype=np.float64)
     if not (t.shape == v.shape == i.shape) or t.ndim != 1:
         raise RecordingError(
             f"{path}: sweep {sweep}: time, voltage and current differ in shape "
@@ -112,14 +129,10 @@ def _make(path, sweep, t, v, i_pa, area, unit="pA") -> Recording:
         raise RecordingError(f"{path}: sweep {sweep}: sample times are not increasing.")
     if not (np.all(np.isfinite(v)) and np.all(np.isfinite(i))):
         raise RecordingError(f"{path}: sweep {sweep}: non-finite voltage or current samples.")
-    if area is not None and unit == "pA":
-        i, unit = _density(i, "pA", area, str(path)), DENSITY
-    cls = _recording_type()
-    if cls is Recording:
-        return Recording(t, v, i, unit, int(sweep), str(path))
-    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    extra = dict(i_unit=unit, sweep=int(sweep), source=str(path))
-    return cls(t, v, i, **{k: x for k, x in extra.items() if k in fields})
+    rec = Recording(t, v, i, unit, int(sweep), str(path))
+    if area is None and unit == "pA":
+        return rec
+    return rec.to_fitting(area)
 
 
 def _check_path(path) -> pathlib.Path:
