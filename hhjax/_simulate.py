@@ -41,6 +41,8 @@ __all__ = [
 
 DEFAULT_RTOL = 1e-8
 DEFAULT_ATOL = 1e-8
+DEFAULT_DTMAX = 1.0
+"""Largest step (ms) adaptive solves may take."""
 DEFAULT_DT_SAVE = 0.025
 """Save-grid spacing (ms) used by adaptive solves when neither `ts` nor `dt_save` is given."""
 
@@ -252,6 +254,11 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     solver, dt0, rtol, atol, max_steps, throw, adjoint = config
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+    # The stimulus follows the parameters' dtype, so float32 solves stay float32 under x64.
+    stimulus = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+        stimulus,
+    )
     save_ts = jnp.asarray(save_ts, dtype)
 
     def one(p, y):
@@ -259,8 +266,14 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
             y = p.rest_state()
         y = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y)
         if step_grid is None:
-            pid = diffrax.PIDController(rtol=rtol, atol=atol)
-            controller = diffrax.ClipStepSizeController(pid, jump_ts=jumps)
+            # dtmax: from an exact rest state the error estimate is zero and steps grow tenfold
+            # each time; a huge step proposed just after a stimulus edge can overflow the
+            # exponentials and stall the controller on NaN errors. 1 ms is far longer than any
+            # step the spiking dynamics accept, so it costs nothing elsewhere.
+            pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=DEFAULT_DTMAX)
+            controller = diffrax.ClipStepSizeController(
+                pid, jump_ts=None if jumps is None else jnp.asarray(jumps, dtype)
+            )
             dt = dt0
         else:
             controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))
@@ -318,8 +331,8 @@ def simulate(
     y0: HHState | Sequence[ArrayLike] | None = None,
     solver: diffrax.AbstractSolver | None = None,
     dt0: float | None = None,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int | None = None,
     throw: bool = True,
     adjoint: diffrax.AbstractAdjoint | None = None,
@@ -341,7 +354,8 @@ def simulate(
       `rtol`/`atol`. Fixed-step solvers (e.g. `diffrax.Euler()`, or `hhjax.ExponentialEuler()`)
       need `dt0` and step on the exact grid `t0 + k·dt0`.
     - `dt0`: initial (adaptive) or fixed step (ms).
-    - `rtol`, `atol`: tolerances of adaptive solvers.
+    - `rtol`, `atol`: tolerances of adaptive solvers; default 1e-8 in float64, 1e-6 in float32
+      (tighter than float32 round-off only wastes steps).
     - `max_steps`: step budget; default generous (`max(100_000, 200·(t1-t0))`, or the grid
       length for fixed steps).
     - `throw`: raise [`SimulationError`][] on failure; with `False`, check `traj.ok` instead.
@@ -381,6 +395,11 @@ def simulate(
                 f"{type(solver).__name__} is a fixed-step solver: pass `dt0` (ms), e.g. dt0=0.025."
             )
         step_grid = _uniform_grid(t0, t1, dt0)
+    low_precision = jnp.finfo(jnp.result_type(params.dtype, float)).bits < 64
+    if rtol is None:
+        rtol = 1e-6 if low_precision else DEFAULT_RTOL
+    if atol is None:
+        atol = 1e-6 if low_precision else DEFAULT_ATOL
     if adaptive and not (rtol > 0 and atol > 0):
         raise ValueError(f"`rtol` and `atol` must be > 0, got {rtol}, {atol}.")
     save_ts = _save_grid(t0, t1, ts, dt_save, step_grid)

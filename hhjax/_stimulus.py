@@ -190,9 +190,8 @@ class Sampled(AbstractStimulus):
         if jumps is None:
             values_np = _concrete(values)
             if hold and values_np is not None and ts_np is not None:
-                changed = np.flatnonzero(
-                    np.any(np.diff(values_np.reshape(-1, ts.shape[0]), axis=0) != 0, axis=0)
-                )
+                steps = np.diff(values_np.reshape(-1, ts.shape[0]), axis=-1)
+                changed = np.flatnonzero(np.any(steps != 0, axis=0))
                 jumps = ts_np[changed + 1]
             else:
                 jumps = np.zeros((0,))
