@@ -63,7 +63,8 @@ def test_neuron_spike_times_first_60():
     trace = ref["trace_50ms"]
     short = hhjax.simulate(p, hhjax.Step(10.0, 5.0), 50.0, y0=hhjax.steady_state(p, -65.0),
                            ts=np.asarray(trace["t_ms"]))
-    assert np.max(np.abs(np.asarray(short.v) - np.asarray(trace["v_mV"]))) < 0.05
+    # Measured 2.5e-5 mV; NEURON's recorded trace is itself CVODE-interpolated at 1e-13.
+    assert np.max(np.abs(np.asarray(short.v) - np.asarray(trace["v_mV"]))) < 1e-3
 
 
 def test_vmap_over_amplitudes_matches_single_and_does_not_recompile():
@@ -73,8 +74,9 @@ def test_vmap_over_amplitudes_matches_single_and_does_not_recompile():
     batch = jax.vmap(run)(amps)
     assert batch.shape == (1000, 31)
     for i in (0, 333, 999):
+        # Equal up to the last bits of XLA's vectorised exp (measured 3e-13 mV).
         np.testing.assert_allclose(np.asarray(batch[i]), np.asarray(run(amps[i])), rtol=0,
-                                   atol=1e-9)
+                                   atol=1e-11)
 
     traces = []
 
