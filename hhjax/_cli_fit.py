@@ -1,0 +1,244 @@
+"""`hhjax fit RECORDING`: fit a cortical model to a current-clamp step recording.
+
+Reads the recording ([`hhjax.io.read`][]: ABF, NWB, CSV, NPZ), reduces every sweep to its first
+current step, fits a [`hhjax.models.Pospischil`][] model on at most three training sweeps
+([`hhjax.models.fit_steps`][]) and predicts all sweeps. Writes to `--out`:
+`params.json` (fitted parameters with units), `fit.png` (data vs model per sweep),
+`predictions.json` and `report.md`. Exit codes: 0 done, 1 the fit failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+import time
+
+__all__ = ["add_parser", "run"]
+
+_MODELS = {
+    "rs": "regular_spiking",
+    "fs": "fast_spiking",
+    "ib": "intrinsically_bursting",
+    "lts": "low_threshold",
+}
+_UNITS = {
+    "g_na": "mS/cm²",
+    "g_kd": "mS/cm²",
+    "g_m": "mS/cm²",
+    "g_l": "mS/cm²",
+    "g_cal": "mS/cm²",
+    "g_cat": "mS/cm²",
+    "e_na": "mV",
+    "e_k": "mV",
+    "e_l": "mV",
+    "e_ca": "mV",
+    "v_t": "mV",
+    "v_x": "mV",
+    "tau_max": "ms",
+    "c_m": "µF/cm²",
+    "area": "cm²",
+}
+
+
+def _int_list(text: str) -> list[int]:
+    out = []
+    for part in text.replace(",", " ").split():
+        if "-" in part[1:]:
+            a, b = part.split("-", 1)
+            out += list(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `fit` subcommand to an `argparse` subparsers object."""
+    p = subparsers.add_parser(
+        "fit",
+        help="fit a cortical HH-type model to a current-clamp recording (ABF/NWB/CSV/NPZ)",
+        description=__doc__.splitlines()[0]
+        + " Spike-feature + subthreshold-trace loss, derivative-free population search; "
+        "see hhjax.models.fit_steps.",
+    )
+    p.add_argument("recording", metavar="RECORDING", help="an .abf, .nwb, .csv or .npz file")
+    p.add_argument(
+        "--sweeps",
+        default=None,
+        help="sweeps to use, e.g. '0-16' or '0,3,5' (default: all with a current step)",
+    )
+    p.add_argument(
+        "--train",
+        default=None,
+        help="sweeps to fit on (at most 3 recommended; default: one hyperpolarising "
+        "subthreshold and two spiking sweeps, chosen automatically)",
+    )
+    p.add_argument(
+        "--model",
+        choices=sorted(_MODELS),
+        default="rs",
+        help="starting model: rs regular spiking (default), fs fast spiking, ib bursting "
+        "(+Ca-L), lts low-threshold (+Ca-T)",
+    )
+    p.add_argument("--channel", type=int, default=0, help="ABF voltage channel (default 0)")
+    p.add_argument("--generations", type=int, default=20, help="search generations (default 20)")
+    p.add_argument("--population", type=int, default=256, help="search population (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quick", action="store_true", help="small search (6 x 64), for a first look")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--dpi", type=int, default=80, help="figure resolution (default 80)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+    return p
+
+
+def _error(message: str) -> int:
+    print(f"hhjax fit: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `hhjax fit`; returns the exit code."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    from . import io as hio
+    from . import models
+
+    path = pathlib.Path(args.recording)
+    kwargs = {"channel": args.channel} if path.suffix.lower() == ".abf" else {}
+    try:
+        recordings = hio.read(path, **kwargs)
+    except hio.RecordingError as err:
+        return _error(str(err))
+    try:
+        wanted = _int_list(args.sweeps) if args.sweeps else None
+        train_ids = _int_list(args.train) if args.train else None
+    except ValueError:
+        return _error("--sweeps/--train must be sweep numbers like '0-16' or '0,3,5'.")
+    sweeps = []
+    for rec in recordings:
+        if wanted is not None and rec.sweep not in wanted:
+            continue
+        sw = models.step_sweep(rec)
+        if sw is not None:
+            sweeps.append(sw)
+    if not sweeps:
+        return _error(f"{path}: no sweep with a current step among the selected sweeps.")
+    by_id = {s.sweep: s for s in sweeps}
+    if train_ids is None:
+        train = [sweeps[k] for k in models.choose_training(sweeps)]
+    else:
+        missing = [k for k in train_ids if k not in by_id]
+        if missing:
+            return _error(
+                f"--train sweeps {missing} are not among the usable sweeps {list(by_id)}."
+            )
+        train = [by_id[k] for k in train_ids]
+    if not train:
+        return _error(f"{path}: found no subthreshold or spiking sweep to fit on.")
+    generations, population = (6, 64) if args.quick else (args.generations, args.population)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = getattr(models.Pospischil, _MODELS[args.model])()
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=generations, desc="fit", unit="gen", file=sys.stderr)
+
+    def progress(gen, total, loss):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.2f}")
+
+    t0 = time.perf_counter()
+    try:
+        result = models.fit_steps(
+            train,
+            base=base,
+            generations=generations,
+            population=population,
+            seed=args.seed,
+            progress=progress,
+        )
+        rows = models.predict_steps(result.model, sweeps)
+    except Exception as err:  # report any numerical failure as a failed fit
+        if bar is not None:
+            bar.close()
+        print(f"hhjax fit: the fit failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    if not math.isfinite(result.loss):
+        print("hhjax fit: the fit failed: non-finite loss.", file=sys.stderr)
+        return 1
+
+    train_ids = [s.sweep for s in train]
+    params = {k: float(np.asarray(v)) for k, v in result.model.to_dict().items()}
+    doc = dict(
+        recording=str(path),
+        model=args.model,
+        channels=[type(c).__name__ for c in result.model.channels],
+        train_sweeps=train_ids,
+        loss=result.loss,
+        params={k: dict(value=v, unit=_UNITS.get(k, "")) for k, v in params.items()},
+        capacitance_pF=params["area"] * params["c_m"] * 1e6,
+    )
+    (out / "params.json").write_text(json.dumps(doc, indent=1))
+    (out / "predictions.json").write_text(json.dumps(rows, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = models.plot_steps(result.model, sweeps, train_ids, title=path.name)
+    fig.savefig(out / "fit.png", dpi=args.dpi)
+    plt.close(fig)
+
+    test = [r for r in rows if r["sweep"] not in train_ids]
+    supra = [r for r in test if r["spiking"]]
+    sub = [r for r in test if not r["spiking"]]
+    within1 = sum(abs(r["count_model"] - r["count_data"]) <= 1 for r in supra)
+    within2 = sum(abs(r["steady_model"] - r["steady_data"]) <= 2.0 for r in sub)
+    lines = [
+        f"# hhjax fit: {path.name}",
+        "",
+        f"Model {_MODELS[args.model]} ({', '.join(doc['channels'])}), trained on sweeps "
+        f"{train_ids}; search {population} x {generations}; loss {result.loss:.3g}; "
+        f"{elapsed:.0f} s.",
+        "",
+        f"- held-out spiking sweeps with spike count within ±1: {within1}/{len(supra)}",
+        f"- held-out subthreshold sweeps with steady state within 2 mV: {within2}/{len(sub)}",
+        f"- capacitance {doc['capacitance_pF']:.0f} pF (area {params['area']:.3g} cm² at "
+        f"{params['c_m']:g} µF/cm²)",
+        "",
+        "| parameter | value | unit |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {v:.4g} | {_UNITS.get(k, '')} |" for k, v in params.items()]
+    lines += [
+        "",
+        "| sweep | pA | role | spikes data | spikes model | V_ss data (mV) | V_ss model (mV) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        role = "train" if r["sweep"] in train_ids else "test"
+        lines.append(
+            f"| {r['sweep']} | {r['amplitude_pA']:+.0f} | {role} | {r['count_data']} | "
+            f"{r['count_model']} | {r['steady_data']:.1f} | {r['steady_model']:.1f} |"
+        )
+    lines += ["", "![fit](fit.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    print(
+        f"hhjax fit: {path.name}: spiking {within1}/{len(supra)} within ±1 spike, subthreshold "
+        f"{within2}/{len(sub)} within 2 mV; wrote params.json, fit.png, predictions.json, "
+        f"report.md to {out}/"
+    )
+    return 0

@@ -1,0 +1,223 @@
+"""Readers on small files written here (ABF1 via pyabf, NWB via pynwb, CSV, NPZ)."""
+
+import datetime
+
+import numpy as np
+import pytest
+
+import hhjax.io as hio
+
+
+def _trace(n=400, dt_ms=0.1):
+    t = np.arange(n) * dt_ms
+    i = np.where((t >= 10) & (t < 30), 50.0, 0.0)  # pA
+    v = -65.0 + 0.1 * i + np.sin(t)  # mV
+    return t, v, i
+
+
+# ---------------------------------------------------------------- NPZ / CSV
+def test_npz_converts_units_once(tmp_path):
+    t, v, i = _trace()
+    path = tmp_path / "cell.npz"
+    # stored in SI-ish units: seconds, volts, nA; two sweeps
+    np.savez(
+        path,
+        t=t * 1e-3,
+        v=np.stack([v, v + 1]) * 1e-3,
+        i=np.stack([i, 2 * i]) * 1e-3,
+        t_unit="s",
+        v_unit="V",
+        i_unit="nA",
+    )
+    recs = hio.read(path)
+    assert len(recs) == 2
+    np.testing.assert_allclose(recs[0].t, t, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(recs[1].v, v + 1, rtol=1e-12)
+    np.testing.assert_allclose(recs[1].i_inj, 2 * i, rtol=1e-12)
+    assert recs[1].i_unit == "pA" and recs[1].sweep == 1 and recs[0].dt == pytest.approx(0.1)
+
+
+def test_area_converts_pa_to_density(tmp_path):
+    t, v, i = _trace()
+    path = tmp_path / "cell.npz"
+    np.savez(path, t=t, v=v, i=i)
+    (rec,) = hio.read_npz(path, area=1e-4)
+    # 50 pA on 1e-4 cm² = 0.5 µA/cm²
+    np.testing.assert_allclose(np.asarray(rec.i_inj).max(), 0.5, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(rec.v), v, rtol=1e-12)
+    (raw,) = hio.read_npz(path)
+    np.testing.assert_allclose(np.asarray(raw.density(2e-4)).max(), 0.25, rtol=1e-12)
+    with pytest.raises(hio.RecordingError, match="area"):
+        raw.density(None)
+
+
+def test_npz_missing_current(tmp_path):
+    t, v, _ = _trace()
+    path = tmp_path / "nocurrent.npz"
+    np.savez(path, t=t, v=v)
+    with pytest.raises(hio.RecordingError, match=r"nocurrent\.npz.*no injected current"):
+        hio.read(path)
+
+
+def test_npz_truncated(tmp_path):
+    t, v, i = _trace()
+    path = tmp_path / "cut.npz"
+    np.savez(path, t=t, v=v, i=i)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(hio.RecordingError, match=r"cut\.npz.*truncated or corrupt"):
+        hio.read(path)
+
+
+def test_csv_sweeps_and_units(tmp_path):
+    t, v, i = _trace(50)
+    path = tmp_path / "cell.csv"
+    lines = ["sweep,time,vm,iinj"]
+    for s in (3, 4):
+        lines += [f"{s},{a * 1e-3},{b + s},{c * 1e-3}" for a, b, c in zip(t, v, i)]
+    path.write_text("\n".join(lines))
+    recs = hio.read_csv(path, t_col="time", v_col="vm", i_col="iinj", t_unit="s", i_unit="nA")
+    assert [r.sweep for r in recs] == [3, 4]
+    np.testing.assert_allclose(recs[1].t, t, atol=1e-9)
+    np.testing.assert_allclose(recs[1].v, v + 4, rtol=1e-9)
+    np.testing.assert_allclose(recs[0].i_inj, i, rtol=1e-9, atol=1e-9)
+    with pytest.raises(hio.RecordingError, match=r"cell\.csv.*no injected current"):
+        hio.read_csv(path, t_col="time", v_col="vm")
+    with pytest.raises(hio.RecordingError, match="unknown i_unit"):
+        hio.read_csv(path, t_col="time", v_col="vm", i_col="iinj", i_unit="amps")
+
+
+def test_dispatcher_and_missing_file(tmp_path):
+    with pytest.raises(hio.RecordingError, match="unknown recording format"):
+        hio.read(tmp_path / "x.txt")
+    with pytest.raises(hio.RecordingError, match="no such file"):
+        hio.read(tmp_path / "absent.abf")
+
+
+# ---------------------------------------------------------------- ABF
+def _write_abf(path, data, units):
+    # pyabf's ABF1 writer makes files its reader accepts only from ~1000 samples per sweep
+    import pyabf
+
+    pyabf.abfWriter.writeABF1(np.asarray(data, dtype=np.float32), str(path), 10_000, units=units)
+
+
+def test_abf_without_command_needs_current(tmp_path):
+    t, v, i = _trace(2000)
+    path = tmp_path / "cc.abf"
+    _write_abf(path, np.stack([v, v - 2]), "mV")
+    with pytest.raises(hio.RecordingError, match=r"cc\.abf.*no injected current"):
+        hio.read_abf(path)
+    recs = hio.read_abf(path, current=np.stack([i, 2 * i]))
+    assert len(recs) == 2
+    # ABF1 stores int16 with a scale factor: values good to the quantisation step
+    np.testing.assert_allclose(recs[1].v, v - 2, atol=0.01)
+    np.testing.assert_allclose(recs[1].i_inj, 2 * i)
+    np.testing.assert_allclose(recs[0].t, np.arange(len(v)) * 0.1, atol=1e-9)
+    (only,) = hio.read_abf(path, sweeps=1, current=i)
+    assert only.sweep == 1
+    with pytest.raises(hio.RecordingError, match=r"no sweep\(s\) \[5\]"):
+        hio.read_abf(path, sweeps=[5], current=i)
+
+
+def test_abf_voltage_clamp_and_wrong_channel(tmp_path):
+    path = tmp_path / "vc.abf"
+    _write_abf(path, np.zeros((1, 2000)) + 20.0, "pA")
+    with pytest.raises(hio.RecordingError, match=r"vc\.abf.*records current.*voltage-clamp"):
+        hio.read_abf(path)
+    with pytest.raises(hio.RecordingError, match=r"vc\.abf: no channel 1"):
+        hio.read_abf(path, channel=1)
+
+
+def test_abf_truncated(tmp_path):
+    t, v, i = _trace(2000)
+    path = tmp_path / "cut.abf"
+    _write_abf(path, np.stack([v, v]), "mV")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 300])
+    with pytest.raises(hio.RecordingError, match=r"cut\.abf.*truncated"):
+        hio.read_abf(path, current=i)
+    path.write_bytes(data[:100])
+    with pytest.raises(hio.RecordingError, match=r"cut\.abf.*truncated or corrupt"):
+        hio.read_abf(path)
+
+
+# ---------------------------------------------------------------- NWB
+def _nwb(path, *, clamp="current", stimulus=True):
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, VoltageClampSeries
+
+    nwb = NWBFile(
+        session_description="test",
+        identifier="hhjax-test",
+        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    )
+    device = nwb.create_device(name="amp")
+    electrode = nwb.create_icephys_electrode(name="e0", description="", device=device)
+    t, v, i = _trace()
+    for k in range(2):
+        if clamp == "current":
+            nwb.add_acquisition(
+                CurrentClampSeries(
+                    name=f"vm_{k}",
+                    data=(v + k) * 1e-3,
+                    electrode=electrode,
+                    rate=10_000.0,
+                    gain=1.0,
+                    sweep_number=k,
+                    conversion=1.0,
+                    unit="volts",
+                )
+            )
+        else:
+            nwb.add_acquisition(
+                VoltageClampSeries(
+                    name=f"im_{k}",
+                    data=i * 1e-12,
+                    electrode=electrode,
+                    rate=10_000.0,
+                    gain=1.0,
+                    sweep_number=k,
+                )
+            )
+        if stimulus:
+            nwb.add_stimulus(
+                CurrentClampStimulusSeries(
+                    name=f"stim_{k}",
+                    data=(k + 1) * i * 1e-3,
+                    electrode=electrode,
+                    rate=10_000.0,
+                    gain=1.0,
+                    sweep_number=k,
+                    conversion=1e-9,
+                )
+            )
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return t, v, i
+
+
+def test_nwb_current_clamp(tmp_path):
+    path = tmp_path / "cell.nwb"
+    t, v, i = _nwb(path)
+    recs = hio.read(path)
+    assert len(recs) == 2
+    np.testing.assert_allclose(recs[1].v, v + 1, rtol=1e-12)
+    # stored as nA with conversion 1e-9 (to amperes): back to pA
+    np.testing.assert_allclose(recs[1].i_inj, 2 * i, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(recs[0].t, t, atol=1e-9)
+
+
+def test_nwb_voltage_clamp_and_missing_stimulus(tmp_path):
+    vc = tmp_path / "vc.nwb"
+    _nwb(vc, clamp="voltage")
+    with pytest.raises(hio.RecordingError, match=r"vc\.nwb.*voltage-clamp"):
+        hio.read(vc)
+    nostim = tmp_path / "nostim.nwb"
+    _nwb(nostim, stimulus=False)
+    with pytest.raises(hio.RecordingError, match=r"nostim\.nwb.*no injected current"):
+        hio.read(nostim)
+    bad = tmp_path / "bad.nwb"
+    bad.write_bytes(b"not hdf5 at all")
+    with pytest.raises(hio.RecordingError, match=r"bad\.nwb.*not a readable NWB"):
+        hio.read(bad)
