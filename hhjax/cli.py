@@ -143,7 +143,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UsageError(f"--out: cannot create {out}: {err}") from None
     dpi = args.dpi
-    fitting, why_not = (None, "skipped (--no-fit)") if args.no_fit else _try_fitting()
+    fitting, why_not = (None, "--no-fit was given") if args.no_fit else _try_fitting()
     steps = 5 + (fitting is not None) + (not args.quick)
     progress = _Progress(steps, quiet=args.quiet)
     if not args.quiet:
