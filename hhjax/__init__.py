@@ -4,6 +4,8 @@ Units everywhere: mV, ms, µA/cm², mS/cm², µF/cm², °C.
 """
 
 from . import _kinetics as kinetics
+from . import io as io
+from . import models as models
 from ._fast import BatchFeatures as BatchFeatures
 from ._fast import ExponentialEuler as ExponentialEuler
 from ._fast import simulate_batch as simulate_batch
