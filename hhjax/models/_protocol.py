@@ -6,15 +6,15 @@ Why this loss and this optimiser. Trace-level least squares on spiking sweeps of
 is hopeless: a spike 1 ms early costs as much as no spike at all, so the loss surface is a
 field of narrow local minima. The loss therefore mixes
 
-- **trace error where traces are comparable**: the RMS difference (mV) between model and data
-  on every subthreshold training sweep, over the pre-step baseline, the charging curve and the
-  plateau; this pins the resting potential, the input resistance (steady state) and the
+- **trace error where traces are comparable**: the RMS difference (in units of 0.5 mV) between
+  model and data on every subthreshold training sweep, over the pre-step baseline, the
+  charging curve and the plateau; this pins the resting potential, the input resistance (steady state) and the
   membrane time constant, i.e. area (capacitance), $g_L$ and $E_L$;
 - **spike features where they are not**: on suprathreshold sweeps, the spike count
-  (upward 0-mV crossings), the first-spike latency, and the mean inter-spike interval
-  (log ratio) and the resting potential, scaled so that 5 ms of latency, 10 % of ISI or 0.5 mV
-  of rest cost about as much as 1 mV of trace error, and one spike too many or too few ten
-  times that.
+  (upward 0-mV crossings), the first-spike latency, the mean inter-spike interval
+  (log ratio) and the resting potential, scaled so that 5 ms of latency, 10 % of ISI, 0.5 mV
+  of rest or 0.5 mV RMS of subthreshold trace cost the same, and one spike too many or too
+  few ten times that.
 
 Counts are integers and latencies jump when a spike appears, so this loss has no useful
 gradient in the spiking parameters. They ($\\bar g_{Na}$, $\\bar g_{Kd}$, $V_T$, $\\bar g_M$,
@@ -211,7 +211,7 @@ def _loss_terms(model, target: _Target, dt: float):
     if not target.spiking:
         rms = jnp.sqrt(jnp.mean((v - target.v_grid) ** 2))
         # A model that spikes on a subthreshold sweep pays per spike on top of the trace error.
-        loss = rms**2 + 4.0 * count**2
+        loss = (rms / 0.5) ** 2 + 10.0 * count**2
     else:
         n_d = f.count
         loss = 10.0 * (count - n_d) ** 2
