@@ -99,39 +99,40 @@ def _try_fitting():
     return fitting, ""
 
 
+FI_N, FI_DURATION = 41, 150.0  # the demo's f–I sweep: amplitudes, step length (ms)
+FIT_FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
+
+
 def _demo_fit(fitting, out: pathlib.Path, dpi: int, quick: bool):
-    """Fit g_Na, g_K, g_L to a noisy synthetic recording of the classic model."""
-    import jax
+    """Fit g_Na, g_K, g_L, E_L and C_m to a noisy synthetic recording of the classic model.
+
+    Returns the report rows `(name, true, fitted, (low, high))`, the figure path and the result.
+    """
     import numpy as np
 
     import hhjax
 
-    from . import plot
-
     true = hhjax.HHParams()
-    stim = hhjax.Step(10.0, 10.0, 40.0 if quick else 60.0)
-    t1 = 50.0 if quick else 80.0
+    stim = hhjax.Step(10.0, 5.0, 35.0 if quick else 45.0)
+    t1 = 40.0 if quick else 50.0
     traj = hhjax.simulate(true, stim, t1, dt_save=0.05)
-    key = jax.random.PRNGKey(0)
-    noise = 0.5 * np.asarray(jax.random.normal(key, traj.v.shape))
+    noise = 0.5 * np.random.default_rng(0).standard_normal(traj.v.shape)  # 0.5 mV rms
     v_noisy = np.asarray(traj.v) + noise
     recording = fitting.Recording(np.asarray(traj.ts), v_noisy, np.asarray(traj.i_stim))
-    result = fitting.fit(recording, free=("g_na", "g_k", "g_l"))
-    fitted = getattr(result, "params", None)
-    rows = []
-    for name in ("g_na", "g_k", "g_l"):
-        value = float(np.asarray(getattr(fitted, name))) if fitted is not None else math.nan
-        rows.append((name, float(getattr(true, name)), value))
-    fig = None
-    if hasattr(fitting, "plot_fit"):
-        try:
-            fig = fitting.plot_fit(recording, result)
-        except TypeError:
-            fig = None
-    if fig is None and fitted is not None:
-        fit_traj = hhjax.simulate(fitted, stim, t1, ts=np.asarray(traj.ts))
-        fig = plot.fit_overlay(traj.ts, v_noisy, fit_traj.v, i_inj=traj.i_stim, title="Fit")
-    path = _save(fig, out / "fit_synthetic.png", dpi) if fig is not None else None
+    result = fitting.fit(recording, free=FIT_FREE)
+    truth = {name: float(getattr(true, name)) for name in FIT_FREE}
+    rows = [
+        (name, truth[name], float(result.values[name]), tuple(map(float, result.ci[name])))
+        for name in FIT_FREE
+    ]
+    fig = fitting.plot_fit(result, truth=truth, title="Synthetic fit (0.5 mV noise)")
+    path = _save(fig, out / "fit_synthetic.png", dpi)
+    try:  # plot_fit may build its figure with pyplot: release it
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    except Exception:  # pragma: no cover - headless without pyplot
+        pass
     return rows, path, result
 
 
@@ -253,12 +254,16 @@ def run_demo(args: argparse.Namespace) -> int:
     # ---- f–I curve (skipped with --quick).
     fi = None
     if not args.quick:
-        progress.start("f–I curve of the classic model, 64 currents in one vmapped solve")
-        amps = np.linspace(0.0, 40.0, 64)
-        fi = hhjax.fi_curve(hhjax.HHParams(), amps, duration=200.0, discard=50.0)
+        progress.start(f"f–I curve of the classic model, {FI_N} currents in one vmapped solve")
+        amps = np.linspace(0.0, 40.0, FI_N)
+        fi = hhjax.fi_curve(
+            hhjax.HHParams(), amps, duration=FI_DURATION, discard=50.0, rtol=1e-6, atol=1e-6
+        )
         figures.append(
             _save(
-                plot.fi_curve(fi, labels="classic HH, 6.3 °C", title="f–I curve (200 ms steps)"),
+                plot.fi_curve(
+                    fi, labels="classic HH, 6.3 °C", title=f"f–I curve ({FI_DURATION:g} ms steps)"
+                ),
                 out / "fi_curve.png",
                 dpi,
             )
@@ -268,7 +273,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # ---- synthetic fit, if the fitting module is there.
     fit_rows, fit_path, fit_error = None, None, ""
     if fitting is not None:
-        progress.start("synthetic fit of g_Na, g_K, g_L to a noisy classic-model trace")
+        progress.start("synthetic fit of g_Na, g_K, g_L, E_L, C_m to a noisy classic-model trace")
         try:
             fit_rows, fit_path, _ = _demo_fit(fitting, out, dpi, args.quick)
             if fit_path is not None:
@@ -313,14 +318,25 @@ def run_demo(args: argparse.Namespace) -> int:
         report += [
             "## f–I curve",
             "",
-            f"64 step amplitudes 0–40 µA/cm², 200 ms, rate counted after 50 ms: first amplitude "
+            f"{FI_N} step amplitudes 0–40 µA/cm², {FI_DURATION:g} ms, rate counted after 50 ms "
+            "(rtol = atol = 1e-6): first amplitude "
             f"with sustained firing {first} µA/cm², rate at 40 µA/cm² {rates[-1]:.0f} Hz.",
             "",
         ]
     report += ["## Synthetic fit", ""]
     if fit_rows is not None:
-        report += ["| parameter | true (mS/cm²) | fitted (mS/cm²) |", "|---|---|---|"]
-        report += [f"| {n} | {t:.4g} | {f:.4g} |" for n, t, f in fit_rows]
+        units = {"e_l": "mV", "c_m": "µF/cm²"}
+        report += [
+            "Classic model, 10 µA/cm² step, 0.5 mV Gaussian noise; `hhjax.fitting.fit` "
+            f"(free: {', '.join(FIT_FREE)}).",
+            "",
+            "| parameter | true | fitted | 95 % interval |",
+            "|---|---|---|---|",
+        ]
+        report += [
+            f"| {n} ({units.get(n, 'mS/cm²')}) | {t:.4g} | {f:.4g} | {lo:.4g} – {hi:.4g} |"
+            for n, t, f, (lo, hi) in fit_rows
+        ]
     elif fit_error:
         report += [f"The fit failed: {fit_error}"]
     else:
