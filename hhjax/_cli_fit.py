@@ -20,6 +20,7 @@ __all__ = ["add_parser", "run"]
 
 _MODELS = {
     "rs": "regular_spiking",
+    "rs-h": "regular_spiking_h",
     "fs": "fast_spiking",
     "ib": "intrinsically_bursting",
     "lts": "low_threshold",
@@ -31,6 +32,8 @@ _UNITS = {
     "g_l": "mS/cm²",
     "g_cal": "mS/cm²",
     "g_cat": "mS/cm²",
+    "g_h": "mS/cm²",
+    "e_h": "mV",
     "e_na": "mV",
     "e_k": "mV",
     "e_l": "mV",
@@ -79,8 +82,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--model",
         choices=sorted(_MODELS),
         default="rs",
-        help="starting model: rs regular spiking (default), fs fast spiking, ib bursting "
-        "(+Ca-L), lts low-threshold (+Ca-T)",
+        help="starting model: rs regular spiking (default), rs-h regular spiking + h current "
+        "(sag), fs fast spiking, ib bursting (+Ca-L), lts low-threshold (+Ca-T)",
     )
     p.add_argument("--channel", type=int, default=0, help="ABF voltage channel (default 0)")
     p.add_argument("--generations", type=int, default=20, help="search generations (default 20)")

@@ -15,8 +15,10 @@ from scipy.optimize import brentq
 
 import hhjax
 from hhjax.models import (
+    GATES,
     CaL,
     CaT,
+    HCurrent,
     KdTraub,
     NaTraub,
     Pospischil,
@@ -147,15 +149,22 @@ def test_cal_alpha_q_finite_at_singularity():
 
 # ---------------------------------------------------------------- rest and dynamics
 @pytest.mark.parametrize(
-    "preset", ["regular_spiking", "fast_spiking", "intrinsically_bursting", "low_threshold"]
+    "preset",
+    [
+        "regular_spiking",
+        "fast_spiking",
+        "intrinsically_bursting",
+        "low_threshold",
+        "regular_spiking_h",
+    ],
 )
 def test_rest_state_is_a_fixed_point(preset):
     m = getattr(Pospischil, preset)()
     y = m.rest_state()
     dy = m.vector_field(0.0, y, None)
-    for name in ("v", "m", "h", "n", "p", "q", "r", "u"):
+    for name in ("v", *GATES):
         assert abs(float(getattr(dy, name))) < 1e-9, name
-    for name in ("m", "h", "n", "p", "q", "r", "u"):
+    for name in GATES:
         assert 0.0 <= float(getattr(y, name)) <= 1.0
 
 
@@ -272,3 +281,13 @@ def test_simulate_accepts_fixed_step_solver():
     m = Pospischil()
     traj = hhjax.simulate(m, hhjax.Step(3.0, 10.0, 60.0), 60.0, solver=diffrax.Euler(), dt0=0.005)
     assert bool(traj.ok) and traj.state.p.shape == traj.v.shape
+
+
+def test_h_current_gives_sag():
+    """With I_h a hyperpolarising step sags back (minimum below the plateau); without, not."""
+    i = np.where(np.arange(12000) * 0.1 >= 100.0, -1.0, 0.0)
+    with_h = np.asarray(integrate(Pospischil.regular_spiking_h(g_h=0.05), i, 0.1))
+    without = np.asarray(integrate(Pospischil(), i, 0.1))
+    assert isinstance(Pospischil.regular_spiking_h().channels[-1], HCurrent)
+    assert with_h.min() < with_h[-1] - 1.0
+    assert without.min() > without[-1] - 0.1

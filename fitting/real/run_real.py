@@ -75,8 +75,10 @@ def run_file(name, args):
     train_sweeps = [sweeps[k] for k in chosen]
     train = [s.sweep for s in train_sweeps]
     t0 = time.perf_counter()
+    base = getattr(models.Pospischil, args.model)()
     result = models.fit_steps(
         train_sweeps,
+        base=base,
         population=args.population,
         generations=args.generations,
         seed=args.seed,
@@ -117,7 +119,13 @@ def main():
     parser.add_argument("--generations", type=int, default=25)
     parser.add_argument("--population", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model", default="regular_spiking", help="Pospischil preset, e.g. regular_spiking_h"
+    )
+    parser.add_argument("--out", default=str(OUT), help="results folder")
     args = parser.parse_args()
+    global OUT
+    OUT = pathlib.Path(args.out)
     OUT.mkdir(parents=True, exist_ok=True)
     records = []
     for name in args.files:
@@ -127,7 +135,8 @@ def main():
         "# Real recordings: Pospischil model fitted on 3 sweeps, held-out sweeps predicted",
         "",
         f"Cross-entropy search: population {args.population}, {args.generations} generations, "
-        f"seed {args.seed}; exponential Euler dt 0.1 ms for the search, 0.05 ms for predictions.",
+        f"seed {args.seed}; model {args.model}; exponential Euler dt 0.1 ms for the search, "
+        "0.05 ms for predictions.",
         "",
         "| file | train sweeps (pA) | C (pF) | g_L (mS/cm²) | E_L | g_Na | g_Kd | V_T | g_M | "
         "tau_max | held-out spiking within ±1 | count MAE | held-out subthr. within 2 mV | "

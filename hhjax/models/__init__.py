@@ -7,6 +7,7 @@ Units: mV, ms, mS/cm², µF/cm², µA/cm²; membrane area in cm². Every model i
 from ._channels import AbstractChannel as AbstractChannel
 from ._channels import CaL as CaL
 from ._channels import CaT as CaT
+from ._channels import HCurrent as HCurrent
 from ._channels import KdTraub as KdTraub
 from ._channels import MSlow as MSlow
 from ._channels import NaTraub as NaTraub
@@ -49,6 +50,7 @@ __all__ = [
     "CaT",
     "CorticalState",
     "GATES",
+    "HCurrent",
     "KdTraub",
     "MSlow",
     "NaTraub",

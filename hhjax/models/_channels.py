@@ -14,8 +14,10 @@ one field. Every channel supplies, for the voltage $v$:
 
 Rates follow Pospischil et al. 2008, Biol Cybern 99:427, Table/Eqs. 1–9 (Traub & Miles 1991 for
 Na and K_d, with threshold shift $V_T$; Yamada et al. 1989 for the slow M current; Reuveni et
-al. 1993 for I_L; Destexhe et al. 1996 for I_T). The Traub rates have the form
-$a (v - c) / (1 - e^{-(v - c)/k})$, 0/0 at $v = c$; they are evaluated through
+al. 1993 for I_L; Destexhe et al. 1996 for I_T). [`HCurrent`][] (Huguenard & McCormick 1992)
+is not in Pospischil's family; it is offered for cells with a hyperpolarisation sag.
+The Traub rates have the form $a (v - c) / (1 - e^{-(v - c)/k})$, 0/0 at $v = c$; they are
+evaluated through
 [`hhjax.kinetics.xexpm1`][], finite with finite gradients there.
 """
 
@@ -28,7 +30,16 @@ import jax.numpy as jnp
 
 from .._kinetics import xexpm1
 
-__all__ = ["AbstractChannel", "NaTraub", "KdTraub", "MSlow", "CaL", "CaT", "traub_rates"]
+__all__ = [
+    "AbstractChannel",
+    "NaTraub",
+    "KdTraub",
+    "MSlow",
+    "CaL",
+    "CaT",
+    "HCurrent",
+    "traub_rates",
+]
 
 
 def _linoid(a, u, k):
@@ -164,3 +175,23 @@ class CaT(AbstractChannel):
     def conductance(self, model, v, state):
         s_inf = _sigmoid((v + model.v_x + 57.0) / 6.2)
         return model.g_cat * s_inf**2 * state.u, model.e_ca
+
+
+class HCurrent(AbstractChannel):
+    r"""Hyperpolarisation-activated cation current: $I_h = \bar g_h w (v - E_h)$.
+
+    Huguenard & McCormick 1992: $w_\infty = 1/(1 + e^{(v+75)/5.5})$,
+    $\tau_w = 1/(e^{-14.59 - 0.086 v} + e^{-1.87 + 0.0701 v})$ ms. Not part of Pospischil et al.
+    2008; it gives the inward rectification (sag) many real cells show.
+    """
+
+    gates: ClassVar[tuple[str, ...]] = ("w",)
+    name: ClassVar[str] = "h"
+
+    def inf_tau(self, model, v):
+        w_inf = _sigmoid(-(v + 75.0) / 5.5)
+        tau = 1.0 / (jnp.exp(-14.59 - 0.086 * v) + jnp.exp(-1.87 + 0.0701 * v))
+        return dict(w=(w_inf, tau))
+
+    def conductance(self, model, v, state):
+        return model.g_h * state.w, model.e_h

@@ -28,11 +28,11 @@ from jaxtyping import Array, ArrayLike
 
 from .._model import AbstractModel
 from .._params import _concrete
-from ._channels import AbstractChannel, CaL, CaT, KdTraub, MSlow, NaTraub
+from ._channels import AbstractChannel, CaL, CaT, HCurrent, KdTraub, MSlow, NaTraub
 
 __all__ = ["CorticalState", "Pospischil", "GATES", "pa_to_density", "density_to_pa"]
 
-GATES = ("m", "h", "n", "p", "q", "r", "u")
+GATES = ("m", "h", "n", "p", "q", "r", "u", "w")
 """Gate names of [`CorticalState`][], in order."""
 
 _UNITS = dict(
@@ -42,17 +42,19 @@ _UNITS = dict(
     g_l="mS/cm²",
     g_cal="mS/cm²",
     g_cat="mS/cm²",
+    g_h="mS/cm²",
     e_na="mV",
     e_k="mV",
     e_l="mV",
     e_ca="mV",
+    e_h="mV",
     v_t="mV",
     v_x="mV",
     tau_max="ms",
     c_m="µF/cm²",
     area="cm²",
 )
-_NONNEGATIVE = ("g_na", "g_kd", "g_m", "g_l", "g_cal", "g_cat")
+_NONNEGATIVE = ("g_na", "g_kd", "g_m", "g_l", "g_cal", "g_cat", "g_h")
 _POSITIVE = ("c_m", "area", "tau_max")
 
 
@@ -68,7 +70,7 @@ def density_to_pa(density: ArrayLike, area_cm2: ArrayLike) -> Array:
 
 class CorticalState(eqx.Module):
     """State of the cortical model: voltage (mV) and the gates m, h (Na), n (K_d), p (M),
-    q, r (Ca-L) and u (Ca-T). Gates of channels the model does not use stay constant."""
+    q, r (Ca-L), u (Ca-T) and w (I_h). Gates of channels the model does not use stay constant."""
 
     v: Array
     m: Array
@@ -78,6 +80,7 @@ class CorticalState(eqx.Module):
     q: Array
     r: Array
     u: Array
+    w: Array
 
 
 def _field(default):
@@ -94,8 +97,8 @@ class Pospischil(AbstractModel):
 
     **Fields** (scalars, or arrays with a leading batch axis):
 
-    - `g_na`, `g_kd`, `g_m`, `g_l`, `g_cal`, `g_cat`: maximal conductances (mS/cm²), >= 0.
-    - `e_na`, `e_k`, `e_l`, `e_ca`: reversal potentials (mV).
+    - `g_na`, `g_kd`, `g_m`, `g_l`, `g_cal`, `g_cat`, `g_h`: maximal conductances (mS/cm²).
+    - `e_na`, `e_k`, `e_l`, `e_ca`, `e_h`: reversal potentials (mV).
     - `v_t`: threshold shift of the Na and K_d kinetics (mV); `v_x`: shift of Ca-T (mV).
     - `tau_max`: slowest time constant of the M current (ms).
     - `c_m`: specific capacitance (µF/cm²); `area`: membrane area (cm²), used only to convert
@@ -109,10 +112,12 @@ class Pospischil(AbstractModel):
     g_l: Array = _field(0.0205)
     g_cal: Array = _field(0.0)
     g_cat: Array = _field(0.0)
+    g_h: Array = _field(0.0)
     e_na: Array = _field(50.0)
     e_k: Array = _field(-90.0)
     e_l: Array = _field(-70.3)
     e_ca: Array = _field(120.0)
+    e_h: Array = _field(-43.0)
     v_t: Array = _field(-56.2)
     v_x: Array = _field(2.0)
     tau_max: Array = _field(608.0)
@@ -171,6 +176,13 @@ class Pospischil(AbstractModel):
             tau_max=502.0,
             area=np.pi * 56.9e-4 * 56.9e-4,
         )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def regular_spiking_h(cls, **overrides) -> Pospischil:
+        """Regular spiking plus the h current [`HCurrent`][] (sag), $\bar g_h$ = 0.02 mS/cm²."""
+        values = dict(g_h=0.02, channels=(NaTraub(), KdTraub(), MSlow(), HCurrent()))
         values.update(overrides)
         return cls(**values)
 

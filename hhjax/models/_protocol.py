@@ -8,8 +8,8 @@ field of narrow local minima. The loss therefore mixes
 
 - **trace error where traces are comparable**: the RMS difference (in units of 0.5 mV) between
   model and data on every subthreshold training sweep, over the pre-step baseline, the
-  charging curve and the plateau; this pins the resting potential, the input resistance (steady state) and the
-  membrane time constant, i.e. area (capacitance), $g_L$ and $E_L$;
+  charging curve and the plateau; this pins the resting potential, the input resistance
+  (steady state) and the membrane time constant, i.e. area (capacitance), $g_L$ and $E_L$;
 - **spike features where they are not**: on suprathreshold sweeps, the spike count
   (upward 0-mV crossings), the first-spike latency, the mean inter-spike interval
   (log ratio) and the resting potential, scaled so that 5 ms of latency, 10 % of ISI, 0.5 mV
@@ -57,7 +57,7 @@ __all__ = [
 
 FREE = ("area", "g_l", "e_l", "g_na", "g_kd", "v_t", "g_m", "tau_max")
 """The parameters the step-protocol fit frees (others stay at the model's values)."""
-_LOG = {"area", "g_l", "g_na", "g_kd", "g_m", "tau_max"}
+_LOG = {"area", "g_l", "g_na", "g_kd", "g_m", "tau_max", "g_h"}
 _SS_WINDOW = 100.0  # ms at the end of the step averaged for the steady-state voltage
 
 
@@ -319,6 +319,8 @@ def fit_steps(
     passive = passive_start(sub[0].sweep, float(base.c_m)) if sub else {}
     start = base.replace(**{k: passive[k] for k in ("area", "g_l", "e_l") if k in passive})
     names = tuple(free)
+    if tuple(free) == FREE and base.g_h.ndim == 0 and float(base.g_h) > 0:
+        names = names + ("g_h",)  # a model with an h current gets its conductance fitted
     mean = _pack(start, names)
     scale = {
         "area": 0.3,
