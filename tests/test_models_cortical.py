@@ -291,3 +291,22 @@ def test_h_current_gives_sag():
     assert isinstance(Pospischil.regular_spiking_h().channels[-1], HCurrent)
     assert with_h.min() < with_h[-1] - 1.0
     assert without.min() > without[-1] - 0.1
+
+
+def test_data_features_on_known_trace():
+    """Spikes placed by hand: count, latency, ISI, rest and steady state known exactly."""
+    from hhjax.models import data_features
+
+    t = np.arange(0.0, 700.0, 0.05)
+    v = np.full_like(t, -65.0)
+    v[(t >= 100) & (t < 600)] = -50.0
+    for s in (130.0, 180.0, 250.0):  # 2-ms triangular spikes peaking at +20 mV
+        k = np.abs(t - s) < 1.0
+        v[k] = 20.0 - 70.0 * np.abs(t[k] - s)
+    noisy = (t > 560) & (t < 590)
+    v[noisy] = 0.3 * np.sin(t[noisy] * 40.0)  # noise around 0 mV: not spikes (re-arm)
+    f = data_features(t, v, 100.0, 600.0)
+    assert f.count == 4  # three spikes plus the first upward crossing into the noisy plateau
+    np.testing.assert_allclose(f.latency, 30.0 - 20.0 / 70.0, atol=1e-9)
+    np.testing.assert_allclose(f.rest, -65.0)
+    assert f.steady > -50.0  # the plateau pulls the last-100-ms mean up
