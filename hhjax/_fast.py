@@ -337,6 +337,8 @@ def _run_chunk(params, stimulus, y0, config):
 # ---------------------------------------------------------------------------- public entry
 _DEFAULT_BLOCK = 0.5
 _CHUNK_BYTES = 512 * 2**20
+_CHUNK_PER_DEVICE = 2**15
+_CHUNK_PER_ACCELERATOR = 2**22  # a GPU needs millions of neurons per kernel to fill up
 
 
 def _per_neuron_stimulus(stimulus, size: int, dtype) -> bool:
@@ -405,7 +407,8 @@ def simulate_batch(
     - `record`: names among `"v"`, `"m"`, `"h"`, `"n"` to record coarsely, every `record_dt`.
     - `record_dt`: spacing (ms) of the record, a multiple of `dt`; it is also the block length
       inside which at most one spike per neuron is stored (default 0.5 ms).
-    - `chunk_size`: neurons per compiled call; default: as many as fit in ~512 MB of features.
+    - `chunk_size`: neurons per compiled call; default 32768 per CPU device, about 4 million
+      per GPU (fewer when a record would exceed ~512 MB / 4 GB).
     - `unroll`: time steps unrolled per scan iteration (a speed knob; results are identical).
     - `progress`: show a tqdm bar over chunks; default when there is more than one chunk.
 
@@ -478,7 +481,12 @@ def simulate_batch(
     samples = n_blocks + (1 if tail else 0) + 1 if record else 0
     per_neuron_bytes = jnp.finfo(dtype).bits // 8 * (max_spikes + 8 + samples * len(record))
     if chunk_size is None:
-        chunk_size = max(n_dev, min(size, _CHUNK_BYTES // per_neuron_bytes))
+        # Small enough that a step's arrays stay in cache, large enough to amortise the
+        # per-step dispatch; bounded by memory when recording.
+        cap = _CHUNK_PER_DEVICE if devices[0].platform == "cpu" else _CHUNK_PER_ACCELERATOR
+        budget = _CHUNK_BYTES if devices[0].platform == "cpu" else 8 * _CHUNK_BYTES
+        per_device = min(cap, budget // (n_dev * per_neuron_bytes))
+        chunk_size = max(n_dev, min(size, n_dev * max(1, per_device)))
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")

@@ -1,0 +1,389 @@
+"""Side-by-side benchmarks: hhjax and its peers on the same workload, in one run.
+
+    python benchmarks/run.py                    # every section
+    python benchmarks/run.py batch adaptive     # some sections: batch adaptive gradient compile
+
+Each peer runs its own small script (benchmarks/peers/) with its own interpreter, so peers can
+live in separate virtual environments; a peer whose interpreter or package is missing is
+skipped and recorded as such. Peer interpreters (override with environment variables):
+HHJAX_BENCH_NEURON, HHJAX_BENCH_BRIAN2, HHJAX_BENCH_JAXLEY (default /work/venvs/<name>/bin/python).
+
+Results: benchmarks/results/<section>.json, and benchmarks/results/results.md (all sections).
+Timings are medians of >= 5 runs after a first (compiling) call, `block_until_ready` included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PEERS = HERE / "peers"
+REFERENCE = HERE.parent / "tests" / "reference" / "neuron_hh_step10.json"
+
+BATCH = dict(
+    n=10_000, t_ms=250.0, dt_ms=0.025, amp_lo=0.0, amp_hi=20.0, t_on=5.0, repeats=5, max_spikes=64
+)
+SUBSET = 16  # neurons, evenly spaced in amplitude, checked against the float64 reference
+TIMEOUT_S = 1500
+
+
+def _venv_python(name: str) -> str | None:
+    path = os.environ.get(f"HHJAX_BENCH_{name.upper()}", f"/work/venvs/{name}/bin/python")
+    return path if pathlib.Path(path).exists() else None
+
+
+def _machine() -> dict:
+    return dict(
+        machine=platform.machine(),
+        processor=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        python=sys.version.split()[0],
+        load_average_at_start=os.getloadavg(),
+        date_utc=time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    )
+
+
+def _cpu_name() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def run_peer(python: str | None, script: str, workload: dict, env: dict | None = None) -> dict:
+    """Run one peer script; its last `RESULT {json}` line is the result."""
+    if python is None:
+        return dict(skipped="interpreter not found")
+    full_env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "BENCH_X64")}
+    full_env.update(PYTHONPATH=str(HERE.parent), **(env or {}))
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [python, str(PEERS / script), json.dumps(workload)],
+            cwd=PEERS,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return dict(skipped=f"timed out after {TIMEOUT_S} s")
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return dict(skipped=f"failed (exit {proc.returncode}): {' | '.join(tail)}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["script_wall_s"] = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------------------- accuracy
+def reference_spikes(workload: dict, subset: list[int]) -> list[list[float]]:
+    """Float64 adaptive hhjax (Tsit5, rtol=atol=1e-8; agrees with NEURON CVODE to 1e-4 ms)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    import hhjax
+
+    amps = np.linspace(workload["amp_lo"], workload["amp_hi"], workload["n"])[subset]
+    p = hhjax.HHParams.neuron()
+    y0 = hhjax.steady_state(p, -65.0)
+    out = []
+    for amp in amps:
+        traj = hhjax.simulate(
+            p, hhjax.Step(jnp.asarray(amp), workload["t_on"]), workload["t_ms"], y0=y0
+        )
+        times = np.asarray(hhjax.spike_times(traj.ts, traj.v))
+        out.append(times[: workload["max_spikes"]].tolist())
+    return out
+
+
+def accuracy(result: dict, reference: list[list[float]]) -> dict:
+    if "subset_counts" not in result:
+        return {}
+    import numpy as np
+
+    agree, errors, first = 0, [], []
+    for got, want in zip(result["subset_spike_times"], reference):
+        if len(got) == len(want):
+            agree += 1
+        n = min(len(got), len(want))
+        if n:
+            diff = np.abs(np.asarray(got[:n]) - np.asarray(want[:n]))
+            errors.append(float(diff.max()))
+            first.append(float(diff[0]))
+    return dict(
+        count_agreement=f"{agree}/{len(reference)}",
+        max_spike_time_error_ms=max(errors) if errors else None,
+        max_first_spike_error_ms=max(first) if first else None,
+    )
+
+
+# ---------------------------------------------------------------------------- sections
+def section_batch() -> dict:
+    main = sys.executable
+    n = int(os.environ.get("HHJAX_BENCH_N", BATCH["n"]))
+    subset = [round(i * (n - 1) / (SUBSET - 1)) for i in range(SUBSET)]
+    workload = dict(BATCH, n=n, subset=subset)
+    two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    brian2 = _venv_python("brian2")
+    peers = [
+        ("hhjax_f32_2dev", main, "hhjax_batch.py", workload, two),
+        ("hhjax_f32_1dev", main, "hhjax_batch.py", workload, {}),
+        ("hhjax_f64_2dev", main, "hhjax_batch.py", workload, dict(two, BENCH_X64="1")),
+        ("hhjax_f64_1dev", main, "hhjax_batch.py", workload, {"BENCH_X64": "1"}),
+        ("jaxley_f32", _venv_python("jaxley"), "jaxley_batch.py", workload, {}),
+        ("jaxley_f64", _venv_python("jaxley"), "jaxley_batch.py", workload, {"BENCH_X64": "1"}),
+        ("neuron", _venv_python("neuron"), "neuron_batch.py", workload, {}),
+        ("brian2_cython", brian2, "brian2_batch.py", dict(workload, brian2_target="cython"), {}),
+        ("brian2_numpy", brian2, "brian2_batch.py", dict(workload, brian2_target="numpy"), {}),
+        # The loop peers simulate only the accuracy subset, one neuron at a time.
+        ("python_loop", main, "python_loop.py", workload, {}),
+        ("scipy_odeint", main, "scipy_odeint.py", workload, {}),
+    ]
+    # The slowest variants are left out of a default run to keep it under ~20 minutes on a
+    # 2-core machine; HHJAX_BENCH_PEERS=all (or a comma-separated list of keys) selects.
+    only = os.environ.get("HHJAX_BENCH_PEERS", "default")
+    if only == "default":
+        peers = [x for x in peers if x[0] not in ("hhjax_f64_1dev", "jaxley_f64", "brian2_numpy")]
+    elif only != "all":
+        peers = [x for x in peers if x[0] in only.split(",")]
+    print(f"batch: {n} neurons, {BATCH['t_ms']} ms, dt {BATCH['dt_ms']} ms", flush=True)
+    reference = reference_spikes(workload, subset)
+    rows = {}
+    for key, python, script, wl, env in peers:
+        print(f"  {key} ...", end=" ", flush=True)
+        result = run_peer(python, script, wl, env)
+        result.update(accuracy(result, reference))
+        rows[key] = result
+        rate = result.get("neuron_steps_per_s")
+        print(f"{rate / 1e6:.1f} M neuron-steps/s" if rate else result.get("skipped"), flush=True)
+    return dict(
+        workload=workload, reference="hhjax adaptive float64 (Tsit5, rtol=atol=1e-8)", peers=rows
+    )
+
+
+def section_adaptive() -> dict:
+    """1 s at 10 µA/cm²: loosest tolerance with every spike within 0.01 ms of NEURON CVODE 1e-13."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    import hhjax
+
+    ref_data = json.loads(REFERENCE.read_text())
+    ref = np.asarray(ref_data["cvode_reference"]["spike_times_ms"])
+    p = hhjax.HHParams.neuron()
+    y0 = hhjax.steady_state(p, -65.0)
+    stim = hhjax.Step(10.0, 5.0, 1005.0)
+    rows = []
+    for tol in (1e-4, 1e-5, 1e-6, 1e-7, 1e-8):
+        run = lambda tol=tol: jax.block_until_ready(
+            hhjax.simulate(p, stim, 1005.0, y0=y0, rtol=tol, atol=tol)
+        )
+        start = time.perf_counter()
+        traj = run()
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            traj = run()
+            times.append(time.perf_counter() - start)
+        spikes = np.asarray(hhjax.spike_times(traj.ts, traj.v))
+        n = min(len(spikes), len(ref))
+        rows.append(
+            dict(
+                tol=tol,
+                median_s=statistics.median(times),
+                first_call_s=first,
+                n_spikes=len(spikes),
+                steps=int(traj.num_steps),
+                max_abs_err_ms=float(np.max(np.abs(spikes[:n] - ref[:n]))),
+            )
+        )
+        print(f"  hhjax rtol=atol={tol:g}: {rows[-1]}", flush=True)
+    cfg = dict(
+        t_ms=1005.0,
+        t_on=5.0,
+        amp=10.0,
+        repeats=5,
+        reference=ref.tolist(),
+        tolerances=[1e-4, 1e-5, 1e-6, 1e-7, 1e-8],
+    )
+    neuron = run_peer(_venv_python("neuron"), "neuron_cvode.py", cfg)
+    print(f"  NEURON CVODE: {neuron}", flush=True)
+
+    def best(rows_):
+        ok = [r for r in rows_ if r["max_abs_err_ms"] is not None and r["max_abs_err_ms"] <= 0.01]
+        ok = [r for r in ok if r["n_spikes"] == len(ref)]
+        return max(ok, key=lambda r: r["tol"]) if ok else None
+
+    h, nrn = best(rows), best(neuron.get("rows", []))
+    ratio = nrn["median_s"] / h["median_s"] if h and nrn else None
+    return dict(
+        workload="NEURON hh.mod params, 10 µA/cm² from 5 ms, 1005 ms, finitialize(-65); "
+        "reference NEURON CVODE rtol=atol=1e-13 (69 spikes)",
+        hhjax=rows,
+        neuron=neuron,
+        hhjax_best=h,
+        neuron_best=nrn,
+        neuron_over_hhjax=ratio,
+    )
+
+
+def section_gradient() -> dict:
+    """value_and_grad of a trace loss w.r.t. all HHParams fields, relative to a forward solve."""
+    import diffrax
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import hhjax
+
+    p = hhjax.HHParams.neuron()
+    y0 = hhjax.steady_state(p, -65.0)
+    stim = hhjax.Step(10.0, 5.0)
+    t1 = 100.0
+    target = hhjax.simulate(p.replace(g_na=110.0, g_k=40.0), stim, t1, y0=y0).v
+    fixed = dict(solver=hhjax.ExponentialEuler(), dt0=0.025)
+    rows = {}
+    n_fixed = round(t1 / 0.025)
+    n_adaptive = int(hhjax.simulate(p, stim, t1, y0=y0).num_steps)
+    # checkpoints=None: diffrax's default, O(log steps) memory and O(steps log steps) recompute;
+    # checkpoints >= steps: every step stored, no recompute (memory grows with the trace).
+    store_all = lambda n: dict(adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=n))
+    paths = (
+        ("adaptive Tsit5 rtol=atol=1e-8, default checkpointing", {}),
+        (f"adaptive Tsit5, all {n_adaptive} steps stored", store_all(n_adaptive + 16)),
+        ("ExponentialEuler dt=0.025, default checkpointing", fixed),
+        (f"ExponentialEuler, all {n_fixed} steps stored", dict(fixed, **store_all(n_fixed + 1))),
+    )
+    for name, kw in paths:
+
+        def loss(q, kw=kw):
+            return jnp.mean((hhjax.simulate(q, stim, t1, y0=y0, **kw).v - target) ** 2)
+
+        fwd = jax.jit(loss)
+        both = jax.jit(jax.value_and_grad(loss))
+        timings = {}
+        for label, fn in (("forward", fwd), ("value_and_grad", both)):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(p))
+            first = time.perf_counter() - start
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                jax.block_until_ready(fn(p))
+                times.append(time.perf_counter() - start)
+            try:
+                stats = fn.lower(p).compile().memory_analysis()
+                memory = getattr(stats, "temp_size_in_bytes", None)
+            except Exception:  # memory analysis is best effort
+                memory = None
+            timings[label] = dict(
+                median_s=statistics.median(times), first_call_s=first, temp_bytes=memory
+            )
+        ratio = timings["value_and_grad"]["median_s"] / timings["forward"]["median_s"]
+        rows[name] = dict(timings, ratio=ratio)
+        print(f"  {name}: {rows[name]}", flush=True)
+    return dict(
+        workload=f"MSE between v traces (0.025 ms grid), {t1} ms at 10 µA/cm², grads w.r.t. all "
+        "9 HHParams fields; default adjoint RecursiveCheckpointAdjoint (checkpointed backward)",
+        rows=rows,
+    )
+
+
+def section_compile() -> dict:
+    """Compile time of each entry point and whether new values recompile."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import hhjax
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **kw: (
+            compiles.append(duration)
+            if event == "/jax/core/compile/backend_compile_duration"
+            else None
+        )
+    )
+    p = hhjax.HHParams.neuron()
+    p32 = p.astype(jnp.float32)
+    amps = jnp.linspace(0.0, 20.0, 1000)
+    cases = {
+        "simulate adaptive (100 ms)": lambda q, a: hhjax.simulate(q, hhjax.Step(a, 5.0), 100.0).v,
+        "simulate ExponentialEuler (100 ms)": lambda q, a: (
+            hhjax.simulate(
+                q, hhjax.Step(a, 5.0), 100.0, solver=hhjax.ExponentialEuler(), dt0=0.025
+            ).v
+        ),
+        "simulate_batch float32 (1000 neurons, 100 ms)": lambda q, a: (
+            hhjax.simulate_batch(
+                q.astype(jnp.float32), hhjax.Step(amps.astype(jnp.float32) + a, 5.0), 100.0
+            ).spike_count
+        ),
+    }
+    del p32
+    rows = {}
+    for name, fn in cases.items():
+        before = len(compiles)
+        start = time.perf_counter()
+        jax.block_until_ready(fn(p, jnp.asarray(10.0)))
+        first = time.perf_counter() - start
+        n_first = len(compiles) - before
+        start = time.perf_counter()
+        jax.block_until_ready(fn(p.replace(g_na=110.0, g_k=30.0), jnp.asarray(12.0)))
+        second = time.perf_counter() - start
+        n_second = len(compiles) - before - n_first
+        rows[name] = dict(
+            first_call_s=first,
+            second_call_new_values_s=second,
+            backend_compiles_first=n_first,
+            backend_compiles_second=n_second,
+        )
+        print(f"  {name}: {rows[name]}", flush=True)
+    return dict(rows=rows)
+
+
+SECTIONS = dict(
+    batch=section_batch,
+    adaptive=section_adaptive,
+    gradient=section_gradient,
+    compile=section_compile,
+)
+
+
+def main(argv):
+    RESULTS.mkdir(exist_ok=True)
+    names = argv or list(SECTIONS)
+    for name in names:
+        print(f"== {name}", flush=True)
+        data = dict(machine=_machine(), **SECTIONS[name]())
+        data["machine"]["load_average_at_end"] = os.getloadavg()
+        (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    from report import write_report
+
+    write_report(RESULTS)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
