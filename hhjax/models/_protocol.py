@@ -414,23 +414,31 @@ def predict_steps(model: Pospischil, sweeps: Sequence[StepSweep], dt: float = 0.
 
 
 def choose_training(sweeps: Sequence[StepSweep]) -> list[int]:
-    """Default training set: one hyperpolarising subthreshold sweep (the median amplitude of
-    those) and two spiking sweeps: the one at about 20 % of the spiking amplitudes and the one
-    that fires most (sweeps beyond it are in depolarisation block), so that most held-out
-    sweeps are interpolations.
+    """Default training set: one subthreshold sweep and two spiking sweeps.
+
+    - Subthreshold: the strongest *depolarising* step that does not fire (it probes the
+      membrane just below threshold, where the M and window currents act, and lies between
+      the hyperpolarised and the spiking sweeps); if there is none, the median
+      hyperpolarising step.
+    - Spiking: the sweep at about 20 % of the spiking amplitudes and the one that fires most
+      (sweeps beyond it are in depolarisation block), so that most held-out spiking sweeps
+      are interpolations.
 
     **Returns:** positions into `sweeps`.
     """
     feats = [data_features(s.t, s.v, s.t_on, s.t_off) for s in sweeps]
-    neg = [k for k, s in enumerate(sweeps) if s.amplitude < 0 and feats[k].count == 0]
-    neg.sort(key=lambda k: sweeps[k].amplitude)
+    quiet = [k for k, f in enumerate(feats) if f.count == 0]
+    pos = sorted((k for k in quiet if sweeps[k].amplitude > 0), key=lambda k: sweeps[k].amplitude)
+    neg = sorted((k for k in quiet if sweeps[k].amplitude < 0), key=lambda k: sweeps[k].amplitude)
     spk = [k for k, f in enumerate(feats) if f.count > 0]
     spk.sort(key=lambda k: sweeps[k].amplitude)
     if spk:
         peak = max(range(len(spk)), key=lambda j: feats[spk[j]].count)
         spk = spk[: peak + 1]
     chosen = []
-    if neg:
+    if pos:
+        chosen.append(pos[-1])
+    elif neg:
         chosen.append(neg[len(neg) // 2])
     if spk:
         a = spk[int(round(0.2 * (len(spk) - 1)))]
