@@ -78,7 +78,7 @@ def evaluate(rows, train):
     )
 
 
-def run_file(name, args):
+def run_file(name, args, out):
     recs = hio.read_abf(DATA / name)
     sweeps = [s for s in (models.step_sweep(r) for r in recs) if s is not None]
     chosen = models.choose_training(sweeps)
@@ -98,7 +98,7 @@ def run_file(name, args):
     rows = models.predict_steps(result.model, sweeps, dt=0.05)
     summary = evaluate(rows, train)
     fig = models.plot_steps(result.model, sweeps, train, title=name)
-    fig.savefig(OUT / (pathlib.Path(name).stem + ".png"), dpi=70)
+    fig.savefig(out / (pathlib.Path(name).stem + ".png"), dpi=70)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -115,7 +115,7 @@ def run_file(name, args):
         summary=summary,
         sweeps=rows,
     )
-    (OUT / (pathlib.Path(name).stem + ".json")).write_text(json.dumps(record, indent=1))
+    (out / (pathlib.Path(name).stem + ".json")).write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -134,13 +134,12 @@ def main():
     )
     parser.add_argument("--out", default=str(OUT), help="results folder")
     args = parser.parse_args()
-    global OUT
-    OUT = pathlib.Path(args.out)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     records = []
     for name in args.files:
         print(name, flush=True)
-        records.append(run_file(name, args))
+        records.append(run_file(name, args, out))
     lines = [
         "# Real recordings: Pospischil model fitted on 3 sweeps, held-out sweeps predicted",
         "",
@@ -182,8 +181,8 @@ def main():
                 f"{w['count_model']} | {w['steady_data']:.1f} | {w['steady_model']:.1f} |"
             )
         lines.append("")
-    (OUT / "summary.md").write_text("\n".join(lines) + "\n")
-    (OUT / "summary.json").write_text(
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(
         json.dumps([{k: r[k] for k in r if k != "sweeps"} for r in records], indent=1)
     )
     print("\n".join(lines[: 6 + len(records)]))
