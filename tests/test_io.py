@@ -221,3 +221,18 @@ def test_nwb_voltage_clamp_and_missing_stimulus(tmp_path):
     bad.write_bytes(b"not hdf5 at all")
     with pytest.raises(hio.RecordingError, match=r"bad\.nwb.*not a readable NWB"):
         hio.read(bad)
+
+
+def test_area_gives_fitting_recording(tmp_path):
+    fitting = pytest.importorskip("hhjax.fitting")
+    if not hasattr(fitting, "Recording"):
+        pytest.skip("hhjax.fitting has no Recording yet")
+    t, v, i = _trace()
+    path = tmp_path / "cell.npz"
+    np.savez(path, t=t, v=v, i=i)
+    (rec,) = hio.read(path, area=2e-4)
+    assert isinstance(rec, fitting.Recording)
+    np.testing.assert_allclose(np.asarray(rec.i_inj).max(), 50e-6 / 2e-4, rtol=1e-12)
+    assert rec.metadata["sweep"] == 0 and rec.metadata["area_cm2"] == 2e-4
+    (raw,) = hio.read(path)
+    assert isinstance(raw.to_fitting(2e-4), fitting.Recording)
