@@ -193,16 +193,17 @@ def test_features_and_currents():
     assert n == len(hhjax.spike_times(traj.ts, traj.v))
     assert float(hhjax.firing_rate(traj.ts, traj.v)) == pytest.approx(1000.0 * n / 200.0)
     c = hhjax.currents(p, traj)
-    v, m, h, n = (np.asarray(x) for x in (traj.v, traj.m, traj.h, traj.n))
+    v, m, h, ng = (np.asarray(x) for x in (traj.v, traj.m, traj.h, traj.n))
     i_na = 120.0 * m**3 * h * (v - 50.0)
-    i_k = 36.0 * n**4 * (v + 77.0)
+    i_k = 36.0 * ng**4 * (v + 77.0)
     i_l = 0.3 * (v - (10.613 - 65.0))
     np.testing.assert_allclose(np.asarray(c.i_na), i_na, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(c.i_sum), 10.0 - i_na - i_k - i_l, atol=1e-9)
     # i_sum is C dV/dt: its integral between samples is the voltage change (trapezoid rule;
     # 0.025 ms samples, so a small quadrature error remains inside spikes).
     dv = np.diff(v)
-    quad = 0.5 * np.diff(np.asarray(traj.ts)) * (np.asarray(c.i_sum)[1:] + np.asarray(c.i_sum)[:-1])
+    i_sum = np.asarray(c.i_sum)
+    quad = 0.5 * np.diff(np.asarray(traj.ts)) * (i_sum[1:] + i_sum[:-1])
     assert np.max(np.abs(quad - dv)) < 0.1  # measured 0.051 mV at a spike upstroke
     fi = hhjax.fi_curve(p, jnp.array([0.0, 3.0, 10.0, 20.0]), duration=200.0)
     assert int(fi.counts[0]) == 0 and int(fi.counts[2]) == n
