@@ -36,8 +36,12 @@ def test_committed_without_outputs_and_with_one_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path, monkeypatch):
+def test_notebook_executes(path, monkeypatch, request):
     monkeypatch.setenv("HHJAX_NB_SMALL", "1")
+    if path.name.startswith("04_"):
+        pytest.importorskip("hhjax.fitting")
+    if path.name.startswith("05_"):
+        monkeypatch.setenv("HHJAX_ABF_DIR", str(request.getfixturevalue("abf_dir")))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
