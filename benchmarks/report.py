@@ -139,7 +139,28 @@ def million_table(data) -> list[str]:
     ]
 
 
+def accuracy_table(data) -> list[str]:
+    out = [
+        "### ExponentialEuler accuracy over 1 s (benchmarks/accuracy.py)",
+        "",
+        f"{data['workload']}. Error = simulated minus reference spike time.",
+        "",
+        "| dtype | dt (ms) | spikes | first spike error (ms) | spike 60 error (ms) "
+        "| max abs error, all spikes (ms) | NEURON fixed step: spikes, spike 60 error (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        out.append(
+            f"| {r['dtype']} | {r['dt_ms']} | {r['n_spikes']} | {r['first_spike_error_ms']:.2g} "
+            f"| {r['spike60_error_ms']:.3g} | {r['max_abs_error_all_ms']:.3g} "
+            f"| {r['neuron_fixed_step_n_spikes']}, "
+            f"{_fmt(r['neuron_fixed_step_spike60_error_ms'])} |"
+        )
+    return out
+
+
 TABLES = dict(
+    accuracy=accuracy_table,
     batch=batch_table,
     adaptive=adaptive_table,
     gradient=gradient_table,
