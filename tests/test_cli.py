@@ -188,3 +188,17 @@ def test_demo_quick_reproduces_the_seeds(tmp_path, capsys):
     assert "4 spikes between 100 and 150 ms" in report
     assert "Spike times: 0.38, 10.97 ms (1952 convention), 0.38, 10.97 ms" in report
     assert "Skipped: --no-fit was given." in report
+
+
+@pytest.mark.slow
+def test_demo_synthetic_fit_recovers_the_truth(tmp_path):
+    pytest.importorskip("hhjax.fitting")
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--quiet", "--out", str(out), "--dpi", "40"]) == 0
+    assert (out / "fit_synthetic.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| g_") or "| e_l" in line]
+    assert len(rows) == 4  # g_na, g_k, g_l, e_l (c_m checked below)
+    for line in rows + [line for line in report.splitlines() if line.startswith("| c_m")]:
+        _, _, true, fitted, _, _ = (cell.strip() for cell in line.split("|"))
+        assert float(fitted) == pytest.approx(float(true), rel=0.05), line
