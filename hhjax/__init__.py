@@ -4,6 +4,7 @@ Units everywhere: mV, ms, µA/cm², mS/cm², µF/cm², °C.
 """
 
 from . import _kinetics as kinetics
+from . import fitting as fitting
 from . import io as io
 from . import models as models
 from ._fast import BatchFeatures as BatchFeatures

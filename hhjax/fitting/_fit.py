@@ -1,0 +1,541 @@
+"""`fit`: estimate model parameters from current-clamp recordings.
+
+Units: ms, mV, µA/cm², mS/cm², µF/cm².
+
+The default pipeline ("lm") is the one that recovers conductances reliably and fast:
+
+1. a start that needs no guess: the linear initialiser of Huys, Ahrens & Paninski (2006)
+   ([`linear_estimate`][]), or the better of it and `params0`;
+2. Levenberg–Marquardt on the whole-trace residuals $(v_{sim} - v_{obs})/\\sigma$, simulated on the
+   sample grid ([`simulate_grid`][]) with forward-mode Jacobians;
+3. uncertainty from the Gauss–Newton curvature at the optimum: $\\mathrm{cov} = s^2 (J^T J)^{-1}$.
+
+Fallbacks for when no good start exists: annealed nudging (`init="nudge"`) and vmapped
+multi-start (`init="multistart"`). `method="optax"` runs a first-order Optax loop instead
+(progress bar, gradient clipping, early stopping, checkpoint and resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._params import HHParams
+from ._free import DEFAULT_FREE, FreeParams
+from ._grid import model_rest_state, simulate_grid
+from ._linear import LINEAR_FIELDS, linear_estimate_arrays
+from ._lm import levenberg_marquardt
+from ._recording import Recording
+
+__all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS"]
+
+INITS = ("auto", "linear", "guess", "nudge", "multistart")
+_Z95 = 1.959963984540054
+NUDGE_SCHEDULE = (10.0, 3.0, 1.0, 0.3, 0.1)
+"""Default nudging strengths (1/ms) for `init="nudge"`; the un-nudged LM polish follows."""
+
+
+class Trace(eqx.Module):
+    """The model simulated at the fitted parameters on one recording's sample grid.
+
+    **Fields:** `ts` (ms), `v` (mV, the fit), `v_data` (mV, the recording), `i_inj` (µA/cm²),
+    `residual` (mV, `v_data - v`). For the gates, simulate `result.params` with
+    [`simulate_grid`][] (`full=True`) or [`hhjax.simulate`][].
+    """
+
+    ts: jax.Array
+    v: jax.Array
+    v_data: jax.Array
+    i_inj: jax.Array
+    residual: jax.Array
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What [`fit`][] returns.
+
+    **Fields:**
+
+    - `params`: the fitted model (same type as `params0`, e.g. [`hhjax.HHParams`][]).
+    - `free`: the names of the fitted fields.
+    - `values`: `{name: fitted value}` (natural units).
+    - `stderr`: `{name: standard error}`; `ci`: `{name: (low, high)}`, the 95 % interval
+      value ± 1.96 SE (Gauss–Newton curvature at the optimum).
+    - `cov`, `corr`: covariance (natural units) and correlation matrices, ordered as `free`.
+    - `poorly_identified`: names whose relative SE exceeds 50 % (5 mV for potentials) or whose
+      curvature is singular.
+    - `condition_number`: of the correlation-scaled $J^T J$.
+    - `sigma`: the noise level (mV) used for the uncertainty: from the residuals by default.
+    - `loss_history`: per iteration/step, mean squared residual in units of each recording's
+      $\\sigma^2$ (≈ 1 at a good fit when $\\sigma$ is right).
+    - `trace`: a [`Trace`][] (a list of them for several recordings).
+    - `start`: the model the optimiser started from; `n_iter`, `converged`, `wall_time` (s),
+      `method`, `init`; `fallback_used`: whether the nudging fallback replaced the first fit.
+    """
+
+    params: eqx.Module
+    free: tuple[str, ...]
+    values: dict
+    stderr: dict
+    ci: dict
+    cov: np.ndarray
+    corr: np.ndarray
+    poorly_identified: tuple[str, ...]
+    condition_number: float
+    sigma: float
+    loss_history: np.ndarray
+    trace: Trace | list
+    start: eqx.Module
+    n_iter: int
+    converged: bool
+    wall_time: float
+    method: str
+    init: str
+    fallback_used: bool = False
+
+    def summary(self) -> str:
+        """A small text table of values, standard errors and intervals."""
+        lines = [f"{'field':>8} {'value':>12} {'stderr':>10} {'95% CI':>26}"]
+        for n in self.free:
+            lo, hi = self.ci[n]
+            flag = "  (poorly identified)" if n in self.poorly_identified else ""
+            lines.append(
+                f"{n:>8} {self.values[n]:12.5g} {self.stderr[n]:10.3g} "
+                f"[{lo:11.5g}, {hi:11.5g}]{flag}"
+            )
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- pieces
+def _as_recordings(recordings) -> list[Recording]:
+    if isinstance(recordings, Recording):
+        return [recordings]
+    if isinstance(recordings, (list, tuple)) and recordings:
+        for k, r in enumerate(recordings):
+            if not isinstance(r, Recording):
+                raise TypeError(
+                    f"`recordings[{k}]` must be an hhjax.fitting.Recording, got {type(r).__name__}."
+                )
+        return list(recordings)
+    raise TypeError(
+        "`recordings` must be an hhjax.fitting.Recording or a non-empty list of them, got "
+        f"{type(recordings).__name__}."
+    )
+
+
+def _initial_state(params, v, i, y0_mode):
+    if y0_mode == "rest":
+        return model_rest_state(params, i[0])
+    # "data": gates at steady state of the first recorded voltage.
+    method = getattr(params, "steady_state", None)
+    if callable(method):
+        return method(v[0])
+    from .._simulate import steady_state
+
+    return steady_state(params, v[0])
+
+
+def _make_residual(spec, base, data, dts, y0_mode, nudge=None):
+    """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings."""
+
+    def residual(theta):
+        p = spec.apply(theta, base)
+        out = []
+        for (v, i, sig), dt in zip(data, dts):
+            y0 = _initial_state(p, v, i, y0_mode)
+            if nudge is None:
+                vs = simulate_grid(p, i, dt, y0)
+            else:
+                vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=nudge)
+            out.append((vs - v) / sig)
+        return jnp.concatenate(out)
+
+    return residual
+
+
+def _linear_theta(spec, base, data, dts, fallback_theta):
+    """The linear estimate in optimiser coordinates (free fields it cannot estimate keep
+    `fallback_theta`); unusable values (non-finite, or non-positive for a log field) are
+    clamped to the nearest bound of validity."""
+    names = tuple(n for n in spec.names if n in LINEAR_FIELDS)
+    est = linear_estimate_arrays(base, [(v, i, dt) for (v, i, _), dt in zip(data, dts)], names)
+    x = spec.values(est)
+    is_log = jnp.asarray([t == "log" for t in spec.transforms])
+    x = jnp.where(is_log, jnp.maximum(x, 1e-6), x)
+    theta = spec.to_theta(x)
+    use = jnp.asarray([n in names for n in spec.names]) & jnp.isfinite(theta)
+    return spec.clip(jnp.where(use, theta, fallback_theta))
+
+
+def _cost(residual, theta):
+    r = residual(theta)
+    c = jnp.sum(r * r)
+    return jnp.where(jnp.isfinite(c), c, jnp.inf)
+
+
+def _core(base, data, theta_guess, key, *, spec, dts, init, max_iter, y0_mode, nudges,
+          n_starts, spread, with_linear):
+    """The whole LM fit, traceable (jit/vmap): start, polish, residuals and Jacobian at the end.
+
+    Each simulation code path appears once in the traced program (compilation, not running,
+    dominates a single fit's wall time).
+    """
+    residual = _make_residual(spec, base, data, dts, y0_mode)
+    lo, hi = spec.theta_bounds()
+    lower = jnp.asarray(lo, theta_guess.dtype)
+    upper = jnp.asarray(hi, theta_guess.dtype)
+    lm = lambda fn, th, iters: levenberg_marquardt(fn, th, max_iter=iters, lower=lower,
+                                                   upper=upper)
+    if init == "linear" or (init == "auto" and with_linear):
+        start = _linear_theta(spec, base, data, dts, theta_guess)
+        if init == "auto":
+            costs = jax.vmap(lambda th: _cost(residual, th))(jnp.stack([theta_guess, start]))
+            start = jnp.where(costs[0] < costs[1], theta_guess, start)
+    elif init == "nudge":
+        def stage(th, k):
+            nudged = _make_residual(spec, base, data, dts, y0_mode, nudge=k)
+            return lm(nudged, th, 6)[0], None
+
+        ks = jnp.asarray([k for k in nudges if k > 0] or [0.0], theta_guess.dtype)
+        start = jax.lax.scan(stage, theta_guess, ks)[0]
+    elif init == "multistart":
+        width = jnp.asarray(
+            [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], theta_guess.dtype
+        )
+        offsets = jax.random.uniform(key, (n_starts, len(spec)), theta_guess.dtype, -1.0, 1.0)
+        starts = spec.clip(theta_guess + offsets * width)
+        starts = starts.at[0].set(theta_guess)
+        if with_linear:
+            starts = starts.at[-1].set(_linear_theta(spec, base, data, dts, theta_guess))
+        runs = jax.vmap(lambda th: lm(residual, th, max_iter))(starts)
+        best = jnp.argmin(jnp.where(jnp.isfinite(runs[1][:, -1]), runs[1][:, -1], jnp.inf))
+        theta, hist, n_iter, converged, r, jac = jax.tree_util.tree_map(lambda a: a[best], runs)
+        return dict(theta=theta, start=starts[best], hist=hist, n_iter=n_iter,
+                    converged=converged, r=r, jac=jac)
+    else:  # "guess" (and "auto" without a linear estimate)
+        start = theta_guess
+    theta, hist, n_iter, converged, r, jac = lm(residual, start, max_iter)
+    return dict(theta=theta, start=start, hist=hist, n_iter=n_iter, converged=converged, r=r,
+                jac=jac)
+
+
+_core_jit = eqx.filter_jit(_core)
+
+
+def _uncertainty(spec, theta, r, jac, sigma_from: str):
+    """Standard errors and 95 % intervals in natural units from $J$ at the optimum."""
+    theta, r, jac = (np.asarray(a, dtype=np.float64) for a in (theta, r, jac))
+    n, p = jac.shape
+    if sigma_from == "residuals":
+        s2 = float(np.sum(r * r) / max(n - p, 1))
+    else:
+        s2 = 1.0
+    jtj = jac.T @ jac
+    d = np.sqrt(np.maximum(np.diag(jtj), 1e-300))
+    scaled = jtj / np.outer(d, d)
+    eig = np.linalg.eigvalsh(scaled)
+    cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
+    try:
+        cov_theta = s2 * np.linalg.inv(scaled) / np.outer(d, d)
+    except np.linalg.LinAlgError:
+        cov_theta = np.full((p, p), np.inf)
+    dx = np.asarray(spec.dx_dtheta(theta), dtype=np.float64)
+    cov = cov_theta * np.outer(dx, dx)
+    x = np.asarray(spec.to_natural(theta), dtype=np.float64)
+    var = np.diag(cov)
+    se = np.sqrt(np.where(var >= 0, var, np.inf))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(se, se)
+    values = {nm: float(x[k]) for k, nm in enumerate(spec.names)}
+    stderr = {nm: float(se[k]) for k, nm in enumerate(spec.names)}
+    ci = {nm: (float(x[k] - _Z95 * se[k]), float(x[k] + _Z95 * se[k]))
+          for k, nm in enumerate(spec.names)}
+    poor = []
+    for k, nm in enumerate(spec.names):
+        if not np.isfinite(se[k]) or cond > 1e14:
+            poor.append(nm)
+        elif spec.transforms[k] == "log" and se[k] > 0.5 * abs(x[k]):
+            poor.append(nm)
+        elif spec.transforms[k] == "linear" and se[k] > 5.0:
+            poor.append(nm)
+    return values, stderr, ci, cov, corr, tuple(poor), cond, float(np.sqrt(s2))
+
+
+def _check_common(recs, free, params0, init, method, y0):
+    if params0 is None:
+        params0 = HHParams()
+    if not isinstance(params0, eqx.Module):
+        raise TypeError(f"`params0` must be a model such as hhjax.HHParams, got {params0!r}.")
+    if init not in INITS:
+        raise ValueError(f"`init` must be one of {INITS}, got {init!r}.")
+    if method not in ("lm", "optax"):
+        raise ValueError(f"`method` must be 'lm' or 'optax', got {method!r}.")
+    if y0 not in ("rest", "data"):
+        raise ValueError(f"`y0` must be 'rest' or 'data', got {y0!r}.")
+    return params0
+
+
+def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n_iter, conv):
+    theta = out["theta"]
+    values, stderr, ci, cov, corr, poor, cond, sig = _uncertainty(
+        spec, theta, out["r"], out["jac"], sigma_from
+    )
+    params = spec.apply(jnp.asarray(theta), base)
+    traces = []
+    r = np.asarray(out["r"])
+    offset = 0
+    for rec in recs:
+        # The fitted trace is the data plus the weighted residual times sigma: no extra solve.
+        res = r[offset : offset + rec.num_samples] * rec.sigma
+        offset += rec.num_samples
+        v = np.asarray(rec.v) + res
+        traces.append(Trace(rec.t, jnp.asarray(v), rec.v, rec.i_inj, jnp.asarray(-res)))
+    return FitResult(
+        params=params,
+        free=spec.names,
+        values=values,
+        stderr=stderr,
+        ci=ci,
+        cov=cov,
+        corr=corr,
+        poorly_identified=poor,
+        condition_number=cond,
+        sigma=sig if sigma_from == "residuals" else float(np.mean([r.sigma for r in recs])),
+        loss_history=np.asarray(hist),
+        trace=traces[0] if len(traces) == 1 else traces,
+        start=spec.apply(jnp.asarray(out["start"]), base),
+        n_iter=int(n_iter),
+        converged=bool(conv),
+        wall_time=wall,
+        method=method,
+        init=init,
+    )
+
+
+# ---------------------------------------------------------------------------- public
+def fit(
+    recordings: Recording | Sequence[Recording],
+    free: Sequence[str] = DEFAULT_FREE,
+    params0: eqx.Module | None = None,
+    *,
+    init: str = "auto",
+    method: str = "lm",
+    max_iter: int = 40,
+    bounds: Mapping[str, tuple] | None = None,
+    transforms: Mapping[str, str] | None = None,
+    y0: str = "rest",
+    sigma_from: str = "residuals",
+    nudges: Sequence[float] = NUDGE_SCHEDULE,
+    n_starts: int = 16,
+    spread: float = 3.0,
+    seed: int = 0,
+    optimizer: optax.GradientTransformation | None = None,
+    steps: int = 500,
+    clip: float | None = 10.0,
+    patience: int | None = 50,
+    min_delta: float = 1e-6,
+    progress: bool = False,
+    callback: Callable | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 25,
+    fallback: bool = True,
+    fallback_threshold: float = 1.5,
+) -> FitResult:
+    """Fit the free fields of a membrane model to one or several current-clamp recordings.
+
+    **Arguments:**
+
+    - `recordings`: a [`Recording`][] or a list of them; a list is fitted jointly (shared
+      parameters, e.g. sweeps of different amplitudes from one cell).
+    - `free`: names of the fields to fit. Default `("g_na", "g_k", "g_l", "e_l", "c_m")`.
+    - `params0`: the model supplying the fixed fields and, where used, the starting guess
+      (default [`hhjax.HHParams`][]`()`).
+    - `init`: the start. `"auto"` (default): the linear estimate, or `params0` if that fits the
+      data better; `"linear"`: the linear estimate (needs no guess; HH models); `"guess"`:
+      `params0`; `"nudge"`: annealed nudging from `params0` (schedule `nudges`, 1/ms), each
+      stage a few LM iterations with $k(v_{obs} - v)$ added to $dv/dt$; `"multistart"`:
+      `n_starts` log-uniform starts within ×`spread` of `params0` (potentials ±15 mV; the first
+      start is `params0` itself, the last the linear estimate), all polished in one vmapped
+      call, the lowest loss kept.
+    - `method`: `"lm"` (Levenberg–Marquardt, default) or `"optax"` (first-order loop).
+    - `max_iter`: LM iteration cap.
+    - `bounds`, `transforms`: per-field bounds (natural units) and `"log"`/`"linear"`
+      coordinates; see [`FreeParams`][].
+    - `y0`: `"rest"` (default; the recording starts at rest under its first current sample)
+      or `"data"` (gates at steady state of the first recorded voltage).
+    - `sigma_from`: noise level for the uncertainty: `"residuals"` (default, $s^2 = \\|r\\|^2
+      /(n-p)$) or `"recording"` (each recording's stated `sigma`).
+    - `seed`: random seed of the multi-start draws.
+    - Optax loop only (`method="optax"`): `optimizer` (default: Adam, learning rate 0.02, on
+      the transformed coordinates), `steps`, `clip` (global gradient-norm clip; `None` for
+      none), `patience`/`min_delta` (early stopping when the best loss has not improved by a
+      relative `min_delta` for `patience` steps), `progress` (tqdm bar), `callback`
+      (`callback(step, loss, params)` after each step), `checkpoint` (file path: progress is
+      saved every `checkpoint_every` steps and a later call with the same path resumes).
+    - `fallback`, `fallback_threshold`: with `init` `"auto"` or `"linear"` and `method="lm"`, a
+      fit whose final mean squared residual exceeds `fallback_threshold` (in units of the
+      recordings' $\\sigma^2$; a correct fit gives ≈ 1) is a local minimum, typically a
+      misplaced spike: it is refitted with annealed nudging from the same start, and the better
+      of the two is returned.
+
+    **Returns:**
+
+    A [`FitResult`][]: `.params`, `.stderr`, `.ci`, `.loss_history`, `.trace`, ...
+    """
+    recs = _as_recordings(recordings)
+    params0 = _check_common(recs, free, params0, init, method, y0)
+    if sigma_from not in ("residuals", "recording"):
+        raise ValueError(f"`sigma_from` must be 'residuals' or 'recording', got {sigma_from!r}.")
+    spec = FreeParams.make(free, params0, transforms, bounds)
+    with_linear = isinstance(params0, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
+    if init == "linear" and not with_linear:
+        raise ValueError(
+            f"`init='linear'` needs an HHParams model and one of {LINEAR_FIELDS} free."
+        )
+    dtype = jnp.result_type(params0.dtype if hasattr(params0, "dtype") else float, float)
+    data = [
+        (r.v.astype(dtype), r.i_inj.astype(dtype), jnp.asarray(r.sigma, dtype)) for r in recs
+    ]
+    dts = tuple(float(r.dt) for r in recs)
+    theta_guess = spec.clip(spec.to_theta(spec.values(params0).astype(dtype)))
+    key = jax.random.PRNGKey(seed)
+    t_start = time.perf_counter()
+    if method == "lm":
+        out = _core_jit(params0, data, theta_guess, key, spec=spec, dts=dts, init=init,
+                        max_iter=int(max_iter), y0_mode=y0, nudges=tuple(map(float, nudges)),
+                        n_starts=int(n_starts), spread=float(spread), with_linear=with_linear)
+        out = jax.block_until_ready(out)
+        n_iter = int(out["n_iter"])
+        n_res = sum(int(r.num_samples) for r in recs)
+        hist = 2.0 * np.asarray(out["hist"])[: n_iter + 1] / n_res
+        conv = bool(out["converged"])
+        used = False
+        if fallback and init in ("auto", "linear") and not hist[-1] <= fallback_threshold:
+            again = _core_jit(params0, data, out["start"], key, spec=spec, dts=dts,
+                              init="nudge", max_iter=int(max_iter), y0_mode=y0,
+                              nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
+                              spread=float(spread), with_linear=with_linear)
+            n2 = int(again["n_iter"])
+            hist2 = 2.0 * np.asarray(again["hist"])[: n2 + 1] / n_res
+            if hist2[-1] < hist[-1]:
+                again["start"] = out["start"]
+                out, n_iter, conv, used = again, n2, bool(again["converged"]), True
+                hist = np.concatenate([hist, hist2])
+    else:
+        from ._optax import optax_loop
+
+        used = False
+        out, hist, n_iter, conv = optax_loop(
+            params0, data, theta_guess, key, spec=spec, dts=dts, init=init, y0_mode=y0,
+            nudges=tuple(map(float, nudges)), n_starts=int(n_starts), spread=float(spread),
+            with_linear=with_linear, optimizer=optimizer, steps=int(steps), clip=clip,
+            patience=patience, min_delta=float(min_delta), progress=progress, callback=callback,
+            checkpoint=checkpoint, checkpoint_every=int(checkpoint_every),
+        )
+    wall = time.perf_counter() - t_start
+    res = _build_result(spec, params0, out, recs, sigma_from, hist, method, init, wall, n_iter,
+                        conv)
+    res.fallback_used = used
+    return res
+
+
+_batch_cache: dict = {}
+
+
+def fit_batch(
+    recordings: Sequence[Recording],
+    free: Sequence[str] = DEFAULT_FREE,
+    params0: eqx.Module | None = None,
+    *,
+    init: str = "auto",
+    max_iter: int = 40,
+    bounds: Mapping[str, tuple] | None = None,
+    transforms: Mapping[str, str] | None = None,
+    y0: str = "rest",
+    sigma_from: str = "residuals",
+    nudges: Sequence[float] = NUDGE_SCHEDULE,
+    n_starts: int = 16,
+    spread: float = 3.0,
+    seed: int = 0,
+    fallback: bool = True,
+    fallback_threshold: float = 1.5,
+) -> list[FitResult]:
+    """Fit many recordings independently in one vmapped, compiled call (e.g. 100 cells).
+
+    **Arguments:**
+
+    - `recordings`: a list of [`Recording`][]s with equal length and sampling interval; each is
+      fitted on its own (use [`fit`][] with a list for a joint fit).
+    - `params0`: one model for all, or a batch (fields with a leading axis of
+      `len(recordings)`) giving each recording its own fixed fields/starting guess.
+    - The other arguments are as in [`fit`][] (`method="lm"` only). Recordings whose fit needs
+      the nudging fallback are refitted afterwards, one by one, with [`fit`][].
+
+    **Returns:**
+
+    A list of [`FitResult`][]s, one per recording; each `wall_time` is the batch's total
+    (refits add their own).
+    """
+    recs = _as_recordings(recordings)
+    params0 = _check_common(recs, free, params0, init, "lm", y0)
+    lengths = {r.num_samples for r in recs}
+    dts = {round(r.dt, 12) for r in recs}
+    if len(lengths) != 1 or len(dts) != 1:
+        raise ValueError(
+            "fit_batch: all recordings must have the same number of samples and `dt`; got "
+            f"lengths {sorted(lengths)} and dt {sorted(dts)} ms. Fit them separately."
+        )
+    batched = bool(params0.batch_shape) if hasattr(params0, "batch_shape") else False
+    first = params0[0] if batched else params0
+    spec = FreeParams.make(free, first, transforms, bounds)
+    with_linear = isinstance(first, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
+    dtype = jnp.result_type(first.dtype, float)
+    v = jnp.stack([r.v for r in recs]).astype(dtype)
+    i = jnp.stack([r.i_inj for r in recs]).astype(dtype)
+    sig = jnp.asarray([r.sigma for r in recs], dtype)
+    base = params0.broadcast() if batched else params0
+    theta_guess = spec.clip(spec.to_theta(spec.values(base).astype(dtype)))
+    if not batched:
+        theta_guess = jnp.broadcast_to(theta_guess, (len(recs), len(spec)))
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(recs))
+    cfg = dict(spec=spec, dts=(float(recs[0].dt),), init=init, max_iter=int(max_iter),
+               y0_mode=y0, nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
+               spread=float(spread), with_linear=with_linear)
+    key_cfg = (batched, tuple(sorted((k, v_) for k, v_ in cfg.items() if k != "spec")), spec)
+    if key_cfg not in _batch_cache:
+        def one(b, vv, ii, ss, th, k):
+            return _core(b, [(vv, ii, ss)], th, k, **cfg)
+
+        _batch_cache[key_cfg] = eqx.filter_jit(
+            jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0, 0, 0))
+        )
+    t_start = time.perf_counter()
+    out = jax.block_until_ready(_batch_cache[key_cfg](base, v, i, sig, theta_guess, keys))
+    wall = time.perf_counter() - t_start
+    results = []
+    for k, rec in enumerate(recs):
+        o = jax.tree_util.tree_map(lambda a, k=k: a[k], out)
+        n_iter = int(o["n_iter"])
+        hist = 2.0 * np.asarray(o["hist"])[: n_iter + 1] / rec.num_samples
+        b = base[k] if batched else base
+        res = _build_result(spec, b, o, [rec], sigma_from, hist, "lm", init, wall, n_iter,
+                            bool(o["converged"]))
+        if fallback and init in ("auto", "linear") and not hist[-1] <= fallback_threshold:
+            again = fit(rec, free, res.start, init="nudge", max_iter=max_iter, bounds=bounds,
+                        transforms=transforms, y0=y0, sigma_from=sigma_from, nudges=nudges,
+                        fallback=False)
+            if again.loss_history[-1] < hist[-1]:
+                again.loss_history = np.concatenate([hist, again.loss_history])
+                again.wall_time += wall
+                again.init, again.fallback_used, again.start = init, True, res.start
+                res = again
+        results.append(res)
+    return results

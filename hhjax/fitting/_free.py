@@ -1,0 +1,154 @@
+"""Which model fields a fit estimates, and the unconstrained coordinates it optimises them in.
+
+Fields are looked up by name on any `equinox.Module` model, so the same code serves
+[`hhjax.HHParams`][] and other membrane models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["FreeParams", "DEFAULT_FREE"]
+
+DEFAULT_FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
+"""The fields fitted by default: the three conductances, the leak reversal and the capacitance."""
+
+# Linear (shifted) coordinates for potentials, whose sign is free; log for everything else
+# (conductances, capacitances, time constants), which keeps them positive.
+_LINEAR_PREFIXES = ("e_", "v_")
+_LINEAR_SCALE = 10.0  # mV: one unit of the optimiser's coordinate
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeParams:
+    """The free fields of a model, their transforms and bounds.
+
+    **Arguments:**
+
+    - `names`: field names to fit, e.g. `("g_na", "g_k", "g_l", "e_l", "c_m")`.
+    - `transforms`: optional `{name: "log" | "linear"}`. Default: `"linear"` for names starting
+      with `e_` or `v_` (potentials, coordinate $x/10\\,$mV), `"log"` for the rest (positive
+      quantities, coordinate $\\log x$).
+    - `bounds`: optional `{name: (low, high)}` in natural units; the optimisers keep iterates
+      inside them. `None` for either end means unbounded.
+
+    The optimisers work on $\\theta$ (one float per name); [`FreeParams.apply`][] writes
+    $x(\\theta)$ into a model.
+    """
+
+    names: tuple[str, ...]
+    transforms: tuple[str, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+
+    @classmethod
+    def make(
+        cls,
+        names: Sequence[str],
+        model,
+        transforms: Mapping[str, str] | None = None,
+        bounds: Mapping[str, tuple] | None = None,
+    ) -> FreeParams:
+        """Validate `names` against `model` and build the specification."""
+        if isinstance(names, str):
+            names = (names,)
+        names = tuple(names)
+        if not names:
+            raise ValueError("`free` must name at least one field to fit.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"`free` lists a field twice: {names}.")
+        fields = [f.name for f in dataclasses.fields(model)]
+        for name in names:
+            if name not in fields:
+                raise ValueError(
+                    f"`free`: {type(model).__name__} has no field {name!r}; fields are "
+                    f"{', '.join(fields)}."
+                )
+            if np.ndim(getattr(model, name)) != 0:
+                raise ValueError(f"`free`: field {name!r} must be a scalar in `params0`.")
+        transforms = dict(transforms or {})
+        bounds = dict(bounds or {})
+        for key in (*transforms, *bounds):
+            if key not in names:
+                raise ValueError(f"`transforms`/`bounds` name {key!r}, which is not in `free`.")
+        tr, lo, hi = [], [], []
+        for name in names:
+            t = transforms.get(name, "linear" if name.startswith(_LINEAR_PREFIXES) else "log")
+            if t not in ("log", "linear"):
+                raise ValueError(f"`transforms[{name!r}]` must be 'log' or 'linear', got {t!r}.")
+            low, high = bounds.get(name, (None, None))
+            low = -np.inf if low is None else float(low)
+            high = np.inf if high is None else float(high)
+            if t == "log":
+                low = max(low, 0.0)
+            if not low < high:
+                raise ValueError(f"`bounds[{name!r}]` must satisfy low < high, got {(low, high)}.")
+            tr.append(t)
+            lo.append(low)
+            hi.append(high)
+        return cls(names, tuple(tr), tuple(lo), tuple(hi))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    # -------------------------------------------------------------- coordinates
+    def _forward(self, x, i):
+        if self.transforms[i] == "log":
+            return jnp.log(x)
+        return x / _LINEAR_SCALE
+
+    def _inverse(self, th, i):
+        if self.transforms[i] == "log":
+            return jnp.exp(th)
+        return th * _LINEAR_SCALE
+
+    def values(self, model):
+        """The free fields' values (natural units), shape `(*batch, free)`."""
+        return jnp.stack([jnp.asarray(getattr(model, n)) for n in self.names], axis=-1)
+
+    def to_theta(self, x):
+        """Natural values `x` (last axis over `names`) to optimiser coordinates."""
+        x = jnp.asarray(x)
+        return jnp.stack([self._forward(x[..., i], i) for i in range(len(self))], axis=-1)
+
+    def to_natural(self, theta):
+        """Optimiser coordinates to natural values (last axis over `names`)."""
+        theta = jnp.asarray(theta)
+        return jnp.stack([self._inverse(theta[..., i], i) for i in range(len(self))], axis=-1)
+
+    def dx_dtheta(self, theta):
+        """$dx/d\\theta$ per free field (the Jacobian of the transform is diagonal)."""
+        x = self.to_natural(theta)
+        scale = jnp.asarray([1.0 if t == "log" else _LINEAR_SCALE for t in self.transforms])
+        is_log = jnp.asarray([t == "log" for t in self.transforms])
+        return jnp.where(is_log, x, scale)
+
+    def theta_bounds(self):
+        """`(low, high)` arrays of the bounds in optimiser coordinates (±inf where open)."""
+        with np.errstate(divide="ignore"):
+            lo = [
+                np.log(b) if t == "log" else b / _LINEAR_SCALE
+                for t, b in zip(self.transforms, self.lower)
+            ]
+            hi = [
+                np.log(b) if t == "log" else b / _LINEAR_SCALE
+                for t, b in zip(self.transforms, self.upper)
+            ]
+        return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+    def clip(self, theta):
+        """`theta` clipped into the bounds."""
+        lo, hi = self.theta_bounds()
+        return jnp.clip(theta, jnp.asarray(lo, theta.dtype), jnp.asarray(hi, theta.dtype))
+
+    def apply(self, theta, model):
+        """`model` with the free fields set from `theta` (no validation: works under tracing)."""
+        x = self.to_natural(theta)
+        dtype = jnp.result_type(*(getattr(model, n) for n in self.names), float)
+        values = [x[..., i].astype(dtype) for i in range(len(self))]
+        return eqx.tree_at(lambda m: [getattr(m, n) for n in self.names], model, values)

@@ -1,0 +1,103 @@
+"""Simulation on a recording's own sample grid, the inner loop of every fit.
+
+Units: ms, mV, µA/cm².
+
+A fit compares the model with the data at the sample times only, and the injected current of a
+digitised recording is constant between samples. The fastest accurate solver for that is a
+classic fourth-order Runge–Kutta step from each sample to the next with the current held at its
+sample value: it has no step-size control to differentiate through, compiles in seconds, and on
+the classic HH model at 0.025 ms sampling its error against a tight adaptive solve is below
+0.01 mV (measured in `fitting/study.py`), two orders below typical recording noise.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._params import HHParams
+from .._simulate import rest_state as _hh_rest_state
+from .._vector_field import vector_field as _hh_vector_field
+
+__all__ = ["model_vector_field", "model_rest_state", "simulate_grid"]
+
+
+def model_vector_field(params, t, y, stimulus):
+    """The right-hand side of `params`' model: its own `vector_field` method, or HH's."""
+    method = getattr(params, "vector_field", None)
+    if callable(method):
+        return method(t, y, stimulus)
+    return _hh_vector_field(t, y, (params, stimulus))
+
+
+def model_rest_state(params, i_hold=0.0):
+    """The resting state of `params`' model under a holding current (µA/cm²)."""
+    method = getattr(params, "rest_state", None)
+    if callable(method):
+        return method(i_hold)
+    if isinstance(params, HHParams):
+        return _hh_rest_state(params, i_hold)
+    raise TypeError(f"Cannot find the resting state of a {type(params).__name__}.")
+
+
+def _axpy(y, a, x):
+    return jax.tree_util.tree_map(lambda u, w: u + a * w, y, x)
+
+
+def simulate_grid(params, i_inj, dt, y0, *, v_obs=None, nudge=0.0, full=False):
+    """Integrate the model on a uniform grid with RK4, current held over each step.
+
+    **Arguments:**
+
+    - `params`: the model (an [`hhjax.HHParams`][] or any module with `vector_field`).
+    - `i_inj`: injected current (µA/cm²) at the grid times, shape `(samples,)`; sample `k` is
+      applied on `[t_k, t_{k+1})`.
+    - `dt`: grid spacing (ms), a Python float.
+    - `y0`: the state at the first sample.
+    - `v_obs`, `nudge`: optional nudging: $k\\,(v_{obs}(t) - v)$ (mV/ms) is added to $dv/dt$,
+      with `v_obs` linearly interpolated inside a step and `nudge` = $k$ (1/ms).
+    - `full`: return every state instead of the voltage alone.
+
+    **Returns:**
+
+    The voltage (mV) at every grid time, shape `(samples,)` (the first is `y0.v`); or, with
+    `full`, the state PyTree with a leading time axis.
+    """
+    f = lambda y, i: model_vector_field(params, 0.0, y, lambda t: i)
+    if v_obs is not None:
+        base = f
+
+        def f(y, i, vo):  # noqa: F811
+            dy = base(y, i)
+            return eqx.tree_at(lambda s: s.v, dy, dy.v + nudge * (vo - y.v))
+
+        v_next = jnp.concatenate([v_obs[1:], v_obs[-1:]])
+        xs = (i_inj[:-1], v_obs[:-1], v_next[:-1])
+    else:
+        xs = (i_inj[:-1],)
+
+    def step(y, x):
+        if v_obs is None:
+            (i,) = x
+            g = lambda s: f(s, i)
+            k1 = g(y)
+            k2 = g(_axpy(y, dt / 2, k1))
+            k3 = g(_axpy(y, dt / 2, k2))
+            k4 = g(_axpy(y, dt, k3))
+        else:
+            i, va, vb = x
+            vm = 0.5 * (va + vb)
+            k1 = f(y, i, va)
+            k2 = f(_axpy(y, dt / 2, k1), i, vm)
+            k3 = f(_axpy(y, dt / 2, k2), i, vm)
+            k4 = f(_axpy(y, dt, k3), i, vb)
+        y = jax.tree_util.tree_map(
+            lambda u, a, b, c, d: u + (dt / 6) * (a + 2 * b + 2 * c + d), y, k1, k2, k3, k4
+        )
+        return y, (y if full else y.v)
+
+    _, out = jax.lax.scan(step, y0, xs)
+    if full:
+        return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), y0, out)
+    return jnp.concatenate([jnp.asarray(y0.v)[None], out])

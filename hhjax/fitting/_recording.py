@@ -1,0 +1,210 @@
+"""The [`Recording`][] type: one current-clamp sweep in hhjax's units.
+
+Units: time ms, voltage mV, injected current µA/cm². Recordings in other units (s, V, pA, nA)
+are converted once, here, with the membrane area stated.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+__all__ = ["Recording", "estimate_noise"]
+
+_T_SCALE = {"ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3}
+_V_SCALE = {"mV": 1.0, "V": 1e3, "uV": 1e-3, "µV": 1e-3}
+# Density units (no area needed) and absolute units (converted with the area in cm²), in µA(/cm²).
+_I_DENSITY = {"uA/cm2": 1.0, "µA/cm²": 1.0, "µA/cm2": 1.0, "mA/cm2": 1e3, "nA/cm2": 1e-3}
+_I_ABSOLUTE = {"pA": 1e-6, "nA": 1e-3, "uA": 1.0, "µA": 1.0}
+# Beyond these the numbers cannot be in the stated units (e.g. pA passed as µA/cm²).
+_MAX_ABS_DENSITY = 1e4
+_MAX_ABS_V = 500.0
+
+
+def estimate_noise(v) -> float:
+    """A robust estimate of white measurement noise (mV) on a finely sampled voltage trace.
+
+    Second differences $v_{k+1} - 2v_k + v_{k-1}$ of white noise have variance $6\\sigma^2$;
+    a smooth membrane signal barely contributes at sub-0.1 ms sampling, and the median
+    absolute deviation ignores the few samples inside spikes.
+
+    **Arguments:**
+
+    - `v`: voltage samples (mV), shape `(samples,)`.
+
+    **Returns:**
+
+    The noise standard deviation (mV), a float.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    d2 = v[2:] - 2.0 * v[1:-1] + v[:-2]
+    mad = np.median(np.abs(d2 - np.median(d2)))
+    return float(1.482602218505602 * mad / np.sqrt(6.0))
+
+
+class Recording(eqx.Module):
+    """One current-clamp sweep: times, membrane voltage and injected current.
+
+    **Arguments:**
+
+    - `t`: sample times, strictly increasing and uniformly spaced, shape `(samples,)`.
+    - `v`: membrane potential at those times, shape `(samples,)`.
+    - `i_inj`: the injected current at those times (depolarising positive), shape `(samples,)`.
+      Taken as held constant from each sample to the next (what a digitised command is).
+    - `sigma`: the measurement-noise standard deviation (mV). Default: estimated from `v`
+      with [`estimate_noise`][].
+    - `t_units`: `"ms"` (default), `"s"` or `"us"`.
+    - `v_units`: `"mV"` (default) or `"V"`.
+    - `i_units`: `"uA/cm2"` (default, also `"µA/cm²"`), `"nA/cm2"`, or an absolute unit
+      `"pA"`, `"nA"`, `"uA"`, which needs `area`.
+    - `area`: the membrane area in cm² (e.g. `1e-5` for 1000 µm²), to turn absolute
+      currents into densities.
+    - `metadata`: free-form information kept with the sweep (cell id, sweep number, file, ...).
+
+    **Fields** (after conversion): `t` (ms), `v` (mV), `i_inj` (µA/cm²), `sigma` (mV), `dt` (ms),
+    `metadata`.
+
+    Bad input raises `ValueError` naming the argument: mismatched lengths, non-finite samples,
+    times that are not strictly increasing or not uniform, and currents or voltages whose size
+    cannot be in the stated units.
+    """
+
+    t: Array
+    v: Array
+    i_inj: Array
+    sigma: float = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    metadata: dict = eqx.field(static=True)
+
+    def __init__(
+        self,
+        t,
+        v,
+        i_inj,
+        *,
+        sigma: float | None = None,
+        t_units: str = "ms",
+        v_units: str = "mV",
+        i_units: str = "uA/cm2",
+        area: float | None = None,
+        metadata: dict | None = None,
+    ):
+        arrays = {}
+        for name, x in (("t", t), ("v", v), ("i_inj", i_inj)):
+            x = np.asarray(x)
+            if x.ndim != 1:
+                raise ValueError(
+                    f"Recording: `{name}` must be one-dimensional, got shape {x.shape}."
+                )
+            if not np.issubdtype(x.dtype, np.number):
+                raise TypeError(f"Recording: `{name}` must be numeric, got dtype {x.dtype}.")
+            arrays[name] = x.astype(np.float64)
+        n = {k: a.shape[0] for k, a in arrays.items()}
+        if len(set(n.values())) != 1:
+            raise ValueError(
+                "Recording: `t`, `v` and `i_inj` must have the same length, got "
+                + ", ".join(f"{k}: {m}" for k, m in n.items())
+                + "."
+            )
+        if n["t"] < 10:
+            raise ValueError(f"Recording: need at least 10 samples, got {n['t']}.")
+        for name, a in arrays.items():
+            bad = np.flatnonzero(~np.isfinite(a))
+            if bad.size:
+                raise ValueError(
+                    f"Recording: `{name}` has {bad.size} non-finite sample(s) (NaN/inf), first at "
+                    f"index {bad[0]}; remove or interpolate them before fitting."
+                )
+        if t_units not in _T_SCALE:
+            raise ValueError(
+                f"Recording: `t_units` must be one of {sorted(_T_SCALE)}, got {t_units!r}."
+            )
+        if v_units not in _V_SCALE:
+            raise ValueError(
+                f"Recording: `v_units` must be one of {sorted(_V_SCALE)}, got {v_units!r}."
+            )
+        tt = arrays["t"] * _T_SCALE[t_units]
+        vv = arrays["v"] * _V_SCALE[v_units]
+        if i_units in _I_DENSITY:
+            if area is not None:
+                raise ValueError(
+                    f"Recording: `area` is only used with absolute current units (pA, nA, uA); "
+                    f"`i_units` is the density {i_units!r}."
+                )
+            ii = arrays["i_inj"] * _I_DENSITY[i_units]
+        elif i_units in _I_ABSOLUTE:
+            if area is None or not np.isfinite(area) or area <= 0:
+                raise ValueError(
+                    f"Recording: `i_units={i_units!r}` is an absolute current; pass the membrane "
+                    f"`area` in cm² (> 0) to convert it to µA/cm², got area={area!r}."
+                )
+            ii = arrays["i_inj"] * _I_ABSOLUTE[i_units] / float(area)
+        else:
+            raise ValueError(
+                f"Recording: `i_units` must be one of {sorted(_I_DENSITY) + sorted(_I_ABSOLUTE)}, "
+                f"got {i_units!r}."
+            )
+        steps = np.diff(tt)
+        if np.any(steps <= 0):
+            k = int(np.flatnonzero(steps <= 0)[0])
+            raise ValueError(
+                f"Recording: `t` must be strictly increasing; t[{k + 1}] = {tt[k + 1]} ms follows "
+                f"t[{k}] = {tt[k]} ms. Sort the samples (or check `t_units`)."
+            )
+        dt = float((tt[-1] - tt[0]) / (tt.shape[0] - 1))
+        if np.max(np.abs(steps - dt)) > 1e-6 * dt + 1e-9:
+            raise ValueError(
+                f"Recording: `t` must be uniformly sampled (fits integrate on the sample grid); "
+                f"spacing ranges over [{steps.min()}, {steps.max()}] ms. Resample first."
+            )
+        if np.max(np.abs(ii)) > _MAX_ABS_DENSITY:
+            raise ValueError(
+                f"Recording: `i_inj` reaches {np.max(np.abs(ii)):.3g} µA/cm², which cannot be a "
+                f"current density; is it in pA or nA? Pass `i_units='pA'` (or 'nA') and `area` "
+                f"(cm²)."
+            )
+        if np.max(np.abs(vv)) > _MAX_ABS_V:
+            raise ValueError(
+                f"Recording: `v` reaches {np.max(np.abs(vv)):.3g} mV; check `v_units` "
+                f"(now {v_units!r})."
+            )
+        if np.ptp(vv) < 0.5 and np.max(np.abs(vv)) < 0.5:
+            raise ValueError(
+                "Recording: `v` spans less than 0.5 and stays below 0.5 in size, which looks like "
+                "volts; pass `v_units='V'`."
+            )
+        if sigma is None:
+            sigma = estimate_noise(vv)
+            # A noiseless (synthetic) trace: fall back to a tiny positive scale.
+            sigma = max(sigma, 1e-6)
+        sigma = float(sigma)
+        if not np.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"Recording: `sigma` must be a positive number of mV, got {sigma!r}.")
+        self.t = jnp.asarray(tt)
+        self.v = jnp.asarray(vv)
+        self.i_inj = jnp.asarray(ii)
+        self.sigma = sigma
+        self.dt = dt
+        self.metadata = dict(metadata or {})
+
+    @property
+    def t0(self) -> float:
+        """The first sample time (ms)."""
+        return float(self.t[0])
+
+    @property
+    def t1(self) -> float:
+        """The last sample time (ms)."""
+        return float(self.t[-1])
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.t.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Recording({self.num_samples} samples, {self.t0:g}–{self.t1:g} ms, dt={self.dt:g} ms, "
+            f"sigma={self.sigma:.3g} mV)"
+        )
