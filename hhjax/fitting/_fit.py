@@ -73,7 +73,8 @@ class FitResult:
     - `poorly_identified`: names whose relative SE exceeds 50 % (5 mV for potentials) or whose
       curvature is singular.
     - `condition_number`: of the correlation-scaled $J^T J$.
-    - `sigma`: the noise level (mV) used for the uncertainty: from the residuals by default.
+    - `sigma`: the noise level (mV): the residuals' standard deviation by default
+      (`sigma_from="residuals"`), else the recordings' stated one.
     - `loss_history`: per iteration/step, mean squared residual in units of each recording's
       $\\sigma^2$ (≈ 1 at a good fit when $\\sigma$ is right).
     - `trace`: a [`Trace`][] (a list of them for several recordings).
@@ -269,6 +270,13 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str):
     return values, stderr, ci, cov, corr, tuple(poor), cond, float(np.sqrt(s2))
 
 
+def _residual_sigma_mv(r, recs, p):
+    r"""The noise level (mV) implied by the residuals: $\sqrt{\sum e^2/(n-p)}$."""
+    sig = np.concatenate([np.full(rec.num_samples, rec.sigma) for rec in recs])
+    e = np.asarray(r) * sig
+    return float(np.sqrt(np.sum(e * e) / max(e.size - p, 1)))
+
+
 def _check_common(recs, free, params0, init, method, y0):
     if params0 is None:
         params0 = HHParams()
@@ -308,7 +316,8 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
         corr=corr,
         poorly_identified=poor,
         condition_number=cond,
-        sigma=sig if sigma_from == "residuals" else float(np.mean([r.sigma for r in recs])),
+        sigma=_residual_sigma_mv(r, recs, len(spec)) if sigma_from == "residuals"
+        else float(np.mean([rec.sigma for rec in recs])),
         loss_history=np.asarray(hist),
         trace=traces[0] if len(traces) == 1 else traces,
         start=spec.apply(jnp.asarray(out["start"]), base),
