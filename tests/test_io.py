@@ -164,7 +164,7 @@ def _nwb(path, *, clamp="current", stimulus=True):
                     electrode=electrode,
                     rate=10_000.0,
                     gain=1.0,
-                    sweep_number=k,
+                    sweep_number=np.uint32(k),
                     conversion=1.0,
                     unit="volts",
                 )
@@ -177,7 +177,7 @@ def _nwb(path, *, clamp="current", stimulus=True):
                     electrode=electrode,
                     rate=10_000.0,
                     gain=1.0,
-                    sweep_number=k,
+                    sweep_number=np.uint32(k),
                 )
             )
         if stimulus:
@@ -188,7 +188,7 @@ def _nwb(path, *, clamp="current", stimulus=True):
                     electrode=electrode,
                     rate=10_000.0,
                     gain=1.0,
-                    sweep_number=k,
+                    sweep_number=np.uint32(k),
                     conversion=1e-9,
                 )
             )
