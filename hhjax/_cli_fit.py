@@ -88,6 +88,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=0, help="ABF voltage channel (default 0)")
     p.add_argument("--generations", type=int, default=20, help="search generations (default 20)")
     p.add_argument("--population", type=int, default=256, help="search population (default 256)")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="independent searches, best training loss kept (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quick", action="store_true", help="small search (6 x 64), for a first look")
     p.add_argument("--out", required=True, help="output folder")
@@ -153,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=generations, desc="fit", unit="gen", file=sys.stderr)
+        bar = tqdm(total=generations * args.restarts, desc="fit", unit="gen", file=sys.stderr)
 
     def progress(gen, total, loss):
         if bar is not None:
@@ -167,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             base=base,
             generations=generations,
             population=population,
+            restarts=args.restarts,
             seed=args.seed,
             progress=progress,
         )

@@ -97,6 +97,7 @@ def run_file(name, args, out):
         base=base,
         population=args.population,
         generations=args.generations,
+        restarts=args.restarts,
         seed=args.seed,
         progress=lambda g, n, loss: print(f"  {name} gen {g}/{n} loss {loss:.2f}", flush=True),
     )
@@ -135,6 +136,7 @@ def main():
     parser.add_argument("--generations", type=int, default=25)
     parser.add_argument("--population", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--restarts", type=int, default=1)
     parser.add_argument(
         "--model", default="regular_spiking", help="Pospischil preset, e.g. regular_spiking_h"
     )
@@ -160,8 +162,8 @@ def main():
         "# Real recordings: Pospischil model fitted on 3 sweeps, held-out sweeps predicted",
         "",
         f"Cross-entropy search: population {args.population}, {args.generations} generations, "
-        f"seed {args.seed}; model {args.model}; exponential Euler dt 0.1 ms for the search, "
-        "0.05 ms for predictions.",
+        f"{args.restarts} restart(s) from seed {args.seed}; model {args.model}; "
+        "exponential Euler dt 0.1 ms for the search, 0.05 ms for predictions.",
         "",
         "| file | train sweeps (pA) | C (pF) | g_L (mS/cm²) | E_L | g_Na | g_Kd | V_T | g_M | "
         "tau_max | held-out spiking within ±1 | … up to peak rate | count MAE | "

@@ -273,7 +273,8 @@ def passive_start(sweep: StepSweep, c_m: float = 1.0) -> dict:
 @dataclasses.dataclass
 class FitResult:
     """The outcome of [`fit_steps`][]: the fitted `model`, its `loss`, the loss `history`
-    (best per generation), and the training `sweeps` used."""
+    (best per generation, restarts one after the other), the training `sweeps` used and the
+    `passive` start estimate."""
 
     model: Pospischil
     loss: float
@@ -292,6 +293,7 @@ def fit_steps(
     generations: int = 12,
     elite: float = 0.1,
     refine_steps: int = 40,
+    restarts: int = 1,
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
@@ -305,8 +307,10 @@ def fit_steps(
     - `dt`: simulation step (ms) of the search (exponential Euler).
     - `population`, `generations`, `elite`: cross-entropy search sizes.
     - `refine_steps`: Adam steps of the final passive refinement (0 to skip).
+    - `restarts`: independent searches (seeds `seed`, `seed + 1`, ...); the one with the
+      lowest training loss is kept.
     - `seed`: random seed.
-    - `progress`: called as `progress(generation, generations, best_loss)`.
+    - `progress`: called as `progress(generation, restarts * generations, best_loss)`.
 
     **Returns:**
 
@@ -335,23 +339,31 @@ def fit_steps(
     std = np.array([scale.get(n, 0.5) for n in names])
     loss_fn = _make_loss(targets, dt)
     batched = eqx.filter_jit(jax.vmap(lambda x: loss_fn(_unpack(start, x, names))))
-    rng = np.random.default_rng(seed)
     n_elite = max(2, int(round(elite * population)))
+    floor = 0.02 * np.array([scale.get(n, 0.5) for n in names])
     best_x, best_loss, history = mean.copy(), math.inf, []
-    for gen in range(generations):
-        xs = mean + std * rng.standard_normal((population, len(names)))
-        xs[0] = best_x
-        losses = np.asarray(batched(jnp.asarray(xs)))
-        losses = np.where(np.isfinite(losses), losses, 1e9)
-        order = np.argsort(losses)
-        if losses[order[0]] < best_loss:
-            best_loss, best_x = float(losses[order[0]]), xs[order[0]].copy()
-        top = xs[order[:n_elite]]
-        mean = top.mean(axis=0)
-        std = np.maximum(top.std(axis=0), 0.02 * np.array([scale.get(n, 0.5) for n in names]))
-        history.append(best_loss)
-        if progress is not None:
-            progress(gen + 1, generations, best_loss)
+    start_mean, start_std = mean, std
+    for run in range(restarts):
+        # independent searches from the same start; the lowest training loss wins
+        rng = np.random.default_rng(seed + run)
+        mean, std = start_mean.copy(), start_std.copy()
+        run_x, run_loss = start_mean.copy(), math.inf
+        for gen in range(generations):
+            xs = mean + std * rng.standard_normal((population, len(names)))
+            xs[0] = run_x
+            losses = np.asarray(batched(jnp.asarray(xs)))
+            losses = np.where(np.isfinite(losses), losses, 1e9)
+            order = np.argsort(losses)
+            if losses[order[0]] < run_loss:
+                run_loss, run_x = float(losses[order[0]]), xs[order[0]].copy()
+            top = xs[order[:n_elite]]
+            mean = top.mean(axis=0)
+            std = np.maximum(top.std(axis=0), floor)
+            history.append(run_loss)
+            if progress is not None:
+                progress(run * generations + gen + 1, restarts * generations, run_loss)
+        if run_loss < best_loss:
+            best_loss, best_x = run_loss, run_x
     model = _unpack(start, jnp.asarray(best_x), names)
     if refine_steps and sub:
         model, best_loss = _refine_passive(model, targets, sub, dt, refine_steps, best_loss)
