@@ -84,8 +84,11 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
     **Returns:** a [`StepSweep`][] (window times restart at 0), or `None` if the sweep has no
     current step. Currents are taken in pA (`recording.i_unit == "pA"`).
     """
-    if getattr(recording, "i_unit", "pA") != "pA":
-        raise ValueError("step_sweep: read the recording without `area` (currents in pA).")
+    if getattr(recording, "i_unit", None) != "pA":
+        raise ValueError(
+            "step_sweep: needs the current in pA (an hhjax.io.Recording read without `area`); "
+            f"got {type(recording).__name__} with i_unit={getattr(recording, 'i_unit', None)!r}."
+        )
     t, v, i = (np.asarray(x, dtype=np.float64) for x in (recording.t, recording.v, recording.i_inj))
     edges = np.flatnonzero(np.diff(i) != 0) + 1
     on = next((k for k in edges if i[k] != 0), None)
