@@ -231,7 +231,7 @@ def main():
     ap.add_argument("--sigma2-seeds", type=int, default=10)
     ap.add_argument("--control-seeds", type=int, default=4)
     ap.add_argument("--control-steps", type=int, default=100)
-    ap.add_argument("--cold-repeats", type=int, default=3)
+    ap.add_argument("--cold-repeats", type=int, default=2)
     ap.add_argument("--cold-fit", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.cold_fit:

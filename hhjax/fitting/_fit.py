@@ -356,7 +356,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 25,
     fallback: bool = True,
-    fallback_threshold: float = 1.5,
+    fallback_threshold: float = 1.1,
 ) -> FitResult:
     """Fit the free fields of a membrane model to one or several current-clamp recordings.
 
@@ -391,9 +391,9 @@ def fit(
       saved every `checkpoint_every` steps and a later call with the same path resumes).
     - `fallback`, `fallback_threshold`: with `init` `"auto"` or `"linear"` and `method="lm"`, a
       fit whose final mean squared residual exceeds `fallback_threshold` (in units of the
-      recordings' $\\sigma^2$; a correct fit gives ≈ 1) is a local minimum, typically a
-      misplaced spike: it is refitted with annealed nudging from the same start, and the better
-      of the two is returned.
+      recordings' $\\sigma^2$; a correct fit gives 1 ± 0.05 with $\\sigma$ estimated from the
+      data) is taken for a local minimum, typically a misplaced spike: it is refitted with
+      annealed nudging from the same start, and the better of the two is returned.
 
     **Returns:**
 
@@ -475,7 +475,7 @@ def fit_batch(
     spread: float = 3.0,
     seed: int = 0,
     fallback: bool = True,
-    fallback_threshold: float = 1.5,
+    fallback_threshold: float = 1.1,
 ) -> list[FitResult]:
     """Fit many recordings independently in one vmapped, compiled call (e.g. 100 cells).
 
