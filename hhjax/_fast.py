@@ -524,7 +524,7 @@ def simulate_batch(
 
     cat = lambda *xs: np.concatenate(xs, axis=0)
     count, buf, dropped, state, recorded = jax.tree_util.tree_map(cat, *outputs)
-    unflat = lambda x: jnp.asarray(x.reshape(*batch_shape, *x.shape[1:]))
+    unflat = lambda x: jnp.asarray(x.reshape(tuple(batch_shape) + x.shape[1:]))
     count, buf, dropped = unflat(count), unflat(buf), unflat(dropped)
     state = jax.tree_util.tree_map(unflat, state)
     rate = count.astype(dtype) * (1000.0 / (t1 - t0))

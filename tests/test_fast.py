@@ -216,3 +216,15 @@ def test_split_over_two_cpu_devices_matches_one(tmp_path):
     one = hhjax.simulate_batch(p, jnp.linspace(0.0, 20.0, 10), 60.0, dt=0.05, max_spikes=4)
     np.testing.assert_array_equal(counts, one.spike_count)
     np.testing.assert_array_equal(times, np.nan_to_num(np.asarray(one.spike_times)))
+
+
+def test_single_neuron_and_partial_last_block():
+    # 10.3 ms at 0.05 ms is 206 steps: 20 blocks of 0.5 ms and a last block of 6 steps.
+    p = hhjax.HHParams.neuron()
+    feats = hhjax.simulate_batch(p, hhjax.Step(10.0, 1.0), 10.3, dt=0.05, record=("v",))
+    traj = hhjax.simulate(p, hhjax.Step(10.0, 1.0), 10.3, solver=hhjax.ExponentialEuler(), dt0=0.05)
+    assert feats.spike_count.shape == () and feats.spike_times.shape == (64,)
+    assert int(feats.spike_count) == int(hhjax.spike_count(traj.v)) == 1
+    np.testing.assert_allclose(feats.record_ts, np.append(traj.ts[::10], 10.3), atol=1e-12)
+    np.testing.assert_allclose(feats.record["v"][:-1], traj.v[::10], atol=1e-9)
+    np.testing.assert_allclose(feats.record["v"][-1], traj.v[-1], atol=1e-9)
