@@ -7,9 +7,12 @@ from . import _kinetics as kinetics
 from . import fitting as fitting
 from . import io as io
 from . import models as models
+from ._fast import AdaptiveSpikes as AdaptiveSpikes
 from ._fast import BatchFeatures as BatchFeatures
 from ._fast import ExponentialEuler as ExponentialEuler
 from ._fast import simulate_batch as simulate_batch
+from ._fast import spike_times_adaptive as spike_times_adaptive
+from ._fast import value_and_grad_forward as value_and_grad_forward
 from ._features import FICurve as FICurve
 from ._features import fi_curve as fi_curve
 from ._features import firing_rate as firing_rate
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AbstractModel",
     "AbstractStimulus",
+    "AdaptiveSpikes",
     "BatchFeatures",
     "ExponentialEuler",
     "Currents",
@@ -66,6 +70,8 @@ __all__ = [
     "simulate_batch",
     "spike_count",
     "spike_times",
+    "spike_times_adaptive",
     "steady_state",
+    "value_and_grad_forward",
     "vector_field",
 ]

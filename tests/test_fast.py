@@ -228,3 +228,42 @@ def test_single_neuron_and_partial_last_block():
     np.testing.assert_allclose(feats.record_ts, np.append(traj.ts[::10], 10.3), atol=1e-12)
     np.testing.assert_allclose(feats.record["v"][:-1], traj.v[::10], atol=1e-9)
     np.testing.assert_allclose(feats.record["v"][-1], traj.v[-1], atol=1e-9)
+
+
+def test_spike_times_adaptive_matches_neuron(neuron_spikes):
+    # 100 ms at 10 µA/cm² (7 spikes) against NEURON's CVODE at 1e-13; the crossing comes from
+    # the Hermite interpolant on the solver's own steps, not from a saved grid.
+    p = hhjax.HHParams.neuron()
+    y0 = hhjax.steady_state(p, -65.0)
+    stim = hhjax.Step(10.0, 5.0, 1005.0)
+    out = hhjax.spike_times_adaptive(p, stim, 100.0, y0=y0, rtol=1e-6, atol=1e-6, max_spikes=9)
+    assert bool(out.ok) and int(out.count) == 7 and out.times.shape == (9,)
+    np.testing.assert_allclose(out.times[:7], neuron_spikes[:7], atol=1e-3)
+    assert np.all(np.isnan(np.asarray(out.times[7:])))
+    ref = hhjax.simulate(p, stim, 100.0, y0=y0)
+    np.testing.assert_allclose(out.final_state.v, ref.v[-1], atol=1e-3)
+    # Tighter tolerance, smaller error: the interpolant is not the limiting factor.
+    tight = hhjax.spike_times_adaptive(p, stim, 100.0, y0=y0, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(tight.times[:7], neuron_spikes[:7], atol=5e-5)
+    with pytest.raises(ValueError, match="unbatched"):
+        hhjax.spike_times_adaptive(p.replace(g_na=jnp.array([120.0, 110.0])), stim, 10.0)
+
+
+def test_value_and_grad_forward_matches_finite_differences():
+    import diffrax
+
+    p = hhjax.HHParams.neuron()
+    y0 = hhjax.steady_state(p, -65.0)
+    stim = hhjax.Step(10.0, 2.0)
+    target = hhjax.simulate(p.replace(g_na=110.0, g_k=40.0), stim, 15.0, y0=y0).v
+
+    def loss(q):
+        kw = dict(y0=y0, rtol=1e-10, atol=1e-10, adjoint=diffrax.ForwardMode())
+        return jnp.mean((hhjax.simulate(q, stim, 15.0, **kw).v - target) ** 2)
+
+    value, grad = jax.jit(hhjax.value_and_grad_forward(loss))(p)
+    np.testing.assert_allclose(value, loss(p), rtol=1e-12)
+    for name, h in (("g_na", 1e-3), ("e_k", 1e-4), ("c_m", 1e-5)):
+        up = loss(p.replace(**{name: getattr(p, name) + h}))
+        down = loss(p.replace(**{name: getattr(p, name) - h}))
+        np.testing.assert_allclose(getattr(grad, name), (up - down) / (2 * h), rtol=1e-5)
