@@ -285,7 +285,12 @@ def read_nwb(
 
     A list of recordings, one per sweep; times are those stored (ms).
     """
-    from pynwb import NWBHDF5IO
+    try:
+        from pynwb import NWBHDF5IO
+    except ImportError:
+        raise ImportError(
+            f"Reading {path}: NWB files need pynwb; install it with `pip install 'hhjax[io]'`."
+        ) from None
     from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, VoltageClampSeries
 
     path = _check_path(path)
