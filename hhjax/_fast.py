@@ -20,6 +20,11 @@ fixed step). [`ExponentialEuler`][] exposes it as a Diffrax solver for [`hhjax.s
 [`simulate_batch`][] runs it as a plain `lax.scan` over many neurons that keeps only features
 (spike count, spike times, rate, optionally a coarse record), so memory does not grow with the
 simulated time and any number of neurons runs in chunks.
+
+Two cheaper paths for single neurons sit here too: [`spike_times_adaptive`][] (an adaptive
+solve that keeps only its steps and locates threshold crossings on each step's Hermite
+interpolant) and [`value_and_grad_forward`][] (forward-mode gradients, cheaper than reverse
+mode for the 9 scalars of an [`HHParams`][]).
 """
 
 from __future__ import annotations
