@@ -35,15 +35,11 @@ def test_committed_without_outputs_and_with_one_parameters_cell(path):
     assert len(tagged) == 1 and "HHJAX_NB_SMALL" in tagged[0].source
 
 
-# The fitting notebooks (04, 05) run a full fitting pipeline each (one to two minutes of compiling
-# and searching even at small sizes); they are in the slow set to keep the default run short.
-_SLOW = ("04_", "05_")
-EXECUTE = [
-    pytest.param(p, marks=pytest.mark.slow) if p.name.startswith(_SLOW) else p for p in NOTEBOOKS
-]
+# Every notebook runs in the default suite; at small sizes each takes well under a minute on two
+# CPU cores (the fitting notebooks 04 and 05 are dominated by compiling their fit programs).
 
 
-@pytest.mark.parametrize("path", EXECUTE, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, monkeypatch, request):
     monkeypatch.setenv("HHJAX_NB_SMALL", "1")
     if path.name.startswith("04_"):
