@@ -38,6 +38,7 @@ from ._recording import Recording
 __all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS"]
 
 INITS = ("auto", "linear", "guess", "nudge", "multistart")
+_FALLBACK_INITS = ("auto", "linear", "guess")
 _Z95 = 1.959963984540054
 NUDGE_SCHEDULE = (10.0, 3.0, 1.0, 0.3, 0.1)
 """Default nudging strengths (1/ms) for `init="nudge"`; the un-nudged LM polish follows."""
@@ -223,6 +224,22 @@ def _core(base, data, theta_guess, key, *, spec, dts, init, max_iter, y0_mode, n
                     converged=converged, r=r, jac=jac)
     else:  # "guess" (and "auto" without a linear estimate)
         start = theta_guess
+        if init == "guess":
+            # A guess the sample-grid solver cannot simulate (e.g. g_na/C so large that RK4 at
+            # the sampling interval is unstable) gives the LM nothing to work with: then screen
+            # `n_starts` draws within ×`spread` of the guess (one vmapped forward solve each)
+            # and start from the lowest finite loss.
+            def screen(th):
+                width = jnp.asarray(
+                    [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], th.dtype
+                )
+                offsets = jax.random.uniform(key, (n_starts, len(spec)), th.dtype, -1.0, 1.0)
+                cands = spec.clip(th + offsets * width).at[0].set(th)
+                costs = jax.vmap(lambda c: _cost(residual, c))(cands)
+                return cands[jnp.argmin(costs)]
+
+            ok = jnp.isfinite(_cost(residual, theta_guess))
+            start = jax.lax.cond(ok, lambda th: th, screen, theta_guess)
     theta, hist, n_iter, converged, r, jac = lm(residual, start, max_iter)
     return dict(theta=theta, start=start, hist=hist, n_iter=n_iter, converged=converged, r=r,
                 jac=jac)
@@ -242,12 +259,15 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str):
     jtj = jac.T @ jac
     d = np.sqrt(np.maximum(np.diag(jtj), 1e-300))
     scaled = jtj / np.outer(d, d)
-    eig = np.linalg.eigvalsh(scaled)
-    cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
-    try:
-        cov_theta = s2 * np.linalg.inv(scaled) / np.outer(d, d)
-    except np.linalg.LinAlgError:
-        cov_theta = np.full((p, p), np.inf)
+    cond = float("inf")
+    cov_theta = np.full((p, p), np.inf)
+    if np.all(np.isfinite(scaled)) and np.isfinite(s2):  # a failed fit has no curvature
+        eig = np.linalg.eigvalsh(scaled)
+        cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
+        try:
+            cov_theta = s2 * np.linalg.inv(scaled) / np.outer(d, d)
+        except np.linalg.LinAlgError:
+            pass
     dx = np.asarray(spec.dx_dtheta(theta), dtype=np.float64)
     cov = cov_theta * np.outer(dx, dx)
     x = np.asarray(spec.to_natural(theta), dtype=np.float64)
@@ -369,8 +389,9 @@ def fit(
       (default [`hhjax.HHParams`][]`()`).
     - `init`: the start. `"auto"` (default): the linear estimate, or `params0` if that fits the
       data better; `"linear"`: the linear estimate (needs no guess; HH models); `"guess"`:
-      `params0`; `"nudge"`: annealed nudging from `params0` (schedule `nudges`, 1/ms), each
-      stage a few LM iterations with $k(v_{obs} - v)$ added to $dv/dt$; `"multistart"`:
+      `params0` (if the model cannot be simulated there, the lowest-loss of `n_starts` draws
+      within ×`spread` of it); `"nudge"`: annealed nudging from `params0` (schedule `nudges`,
+      1/ms), each stage a few LM iterations with $k(v_{obs} - v)$ added to $dv/dt$; `"multistart"`:
       `n_starts` log-uniform starts within ×`spread` of `params0` (potentials ±15 mV; the first
       start is `params0` itself, the last the linear estimate), all polished in one vmapped
       call, the lowest loss kept.
@@ -427,7 +448,7 @@ def fit(
         hist = 2.0 * np.asarray(out["hist"])[: n_iter + 1] / n_res
         conv = bool(out["converged"])
         used = False
-        if fallback and init in ("auto", "linear") and not hist[-1] <= fallback_threshold:
+        if fallback and init in _FALLBACK_INITS and not hist[-1] <= fallback_threshold:
             again = _core_jit(params0, data, out["start"], key, spec=spec, dts=dts,
                               init="nudge", max_iter=int(max_iter), y0_mode=y0,
                               nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
@@ -465,7 +486,7 @@ def fit_batch(
     params0: eqx.Module | None = None,
     *,
     init: str = "auto",
-    max_iter: int = 40,
+    max_iter: int = 20,
     bounds: Mapping[str, tuple] | None = None,
     transforms: Mapping[str, str] | None = None,
     y0: str = "rest",
@@ -485,13 +506,17 @@ def fit_batch(
       fitted on its own (use [`fit`][] with a list for a joint fit).
     - `params0`: one model for all, or a batch (fields with a leading axis of
       `len(recordings)`) giving each recording its own fixed fields/starting guess.
+    - `max_iter`: LM iteration cap, default 20 (lower than [`fit`][]'s 40: under `vmap` every
+      member pays for the slowest one's iterations; a fit from a good start stops in 6–12, and
+      one that has not reached a good fit by then goes to the fallback anyway).
     - The other arguments are as in [`fit`][] (`method="lm"` only). Recordings whose fit needs
-      the nudging fallback are refitted afterwards, one by one, with [`fit`][].
+      the nudging fallback (final mean squared residual above `fallback_threshold`) are
+      refitted afterwards, all of them in one more vmapped call over just those recordings.
 
     **Returns:**
 
     A list of [`FitResult`][]s, one per recording; each `wall_time` is the batch's total
-    (refits add their own).
+    (the fallback call included).
     """
     recs = _as_recordings(recordings)
     params0 = _check_common(recs, free, params0, init, "lm", y0)
@@ -518,7 +543,55 @@ def fit_batch(
     cfg = dict(spec=spec, dts=(float(recs[0].dt),), init=init, max_iter=int(max_iter),
                y0_mode=y0, nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
                spread=float(spread), with_linear=with_linear)
-    key_cfg = (batched, tuple(sorted((k, v_) for k, v_ in cfg.items() if k != "spec")), spec)
+    program = _batch_program(batched, cfg)
+    t_start = time.perf_counter()
+    out = jax.block_until_ready(program(base, v, i, sig, theta_guess, keys))
+    n_res = recs[0].num_samples
+    hists = 2.0 * np.asarray(out["hist"]) / n_res
+    n_iters = np.asarray(out["n_iter"])
+    final = hists[np.arange(len(recs)), n_iters]
+    # The fallback: every member whose fit looks like a local minimum is refitted with annealed
+    # nudging from its own start, all of them in one more vmapped call.
+    redo = np.flatnonzero(~(final <= fallback_threshold)) if (
+        fallback and init in _FALLBACK_INITS) else np.zeros(0, int)
+    again = None
+    if redo.size:
+        sel = jnp.asarray(redo)
+        take = lambda a: a[sel]
+        b_sel = jax.tree_util.tree_map(take, base) if batched else base
+        again = jax.block_until_ready(
+            _batch_program(batched, dict(cfg, init="nudge"))(
+                b_sel, v[sel], i[sel], sig[sel], out["start"][sel], keys[sel]
+            )
+        )
+    wall = time.perf_counter() - t_start
+    results = []
+    for k, rec in enumerate(recs):
+        o = jax.tree_util.tree_map(lambda a, k=k: a[k], out)
+        n_iter = int(o["n_iter"])
+        hist = hists[k, : n_iter + 1]
+        b = base[k] if batched else base
+        conv = bool(o["converged"])
+        used = False
+        if again is not None and k in redo:
+            j = int(np.flatnonzero(redo == k)[0])
+            o2 = jax.tree_util.tree_map(lambda a, j=j: a[j], again)
+            n2 = int(o2["n_iter"])
+            hist2 = 2.0 * np.asarray(o2["hist"])[: n2 + 1] / n_res
+            if hist2[-1] < hist[-1]:
+                o2["start"] = o["start"]
+                o, n_iter, conv, used = o2, n2, bool(o2["converged"]), True
+                hist = np.concatenate([hist, hist2])
+        res = _build_result(spec, b, o, [rec], sigma_from, hist, "lm", init, wall, n_iter, conv)
+        res.fallback_used = used
+        results.append(res)
+    return results
+
+
+def _batch_program(batched, cfg):
+    """The compiled, vmapped `_core` for one configuration (cached across calls)."""
+    key_cfg = (batched, tuple(sorted((k, v_) for k, v_ in cfg.items() if k != "spec")),
+               cfg["spec"])
     if key_cfg not in _batch_cache:
         def one(b, vv, ii, ss, th, k):
             return _core(b, [(vv, ii, ss)], th, k, **cfg)
@@ -526,25 +599,4 @@ def fit_batch(
         _batch_cache[key_cfg] = eqx.filter_jit(
             jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0, 0, 0))
         )
-    t_start = time.perf_counter()
-    out = jax.block_until_ready(_batch_cache[key_cfg](base, v, i, sig, theta_guess, keys))
-    wall = time.perf_counter() - t_start
-    results = []
-    for k, rec in enumerate(recs):
-        o = jax.tree_util.tree_map(lambda a, k=k: a[k], out)
-        n_iter = int(o["n_iter"])
-        hist = 2.0 * np.asarray(o["hist"])[: n_iter + 1] / rec.num_samples
-        b = base[k] if batched else base
-        res = _build_result(spec, b, o, [rec], sigma_from, hist, "lm", init, wall, n_iter,
-                            bool(o["converged"]))
-        if fallback and init in ("auto", "linear") and not hist[-1] <= fallback_threshold:
-            again = fit(rec, free, res.start, init="nudge", max_iter=max_iter, bounds=bounds,
-                        transforms=transforms, y0=y0, sigma_from=sigma_from, nudges=nudges,
-                        fallback=False)
-            if again.loss_history[-1] < hist[-1]:
-                again.loss_history = np.concatenate([hist, again.loss_history])
-                again.wall_time += wall
-                again.init, again.fallback_used, again.start = init, True, res.start
-                res = again
-        results.append(res)
-    return results
+    return _batch_cache[key_cfg]
