@@ -41,6 +41,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from ._params import HHParams
+from ._simulate import DEFAULT_DTMAX, _cast_floats, _jump_times, _model_field, rest_state
 from ._stimulus import AbstractStimulus, Step, as_stimulus
 from ._vector_field import HHState
 
@@ -341,8 +342,6 @@ def _run_chunk(params, stimulus, y0, config):
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     if y0 is None:
-        from ._simulate import rest_state
-
         y0 = jax.vmap(rest_state)(params)
     y0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y0)
     return _chunk_kernel(
@@ -589,26 +588,19 @@ class AdaptiveSpikes(eqx.Module):
     ok: Array
 
 
-def _hh_field(t, y, args):
-    params, stimulus = args
-    return params.vector_field(t, y, stimulus)
-
-
 @eqx.filter_jit
 def _adaptive_spikes(params, stimulus, y0, jumps, config):
     t0, t1, solver, rtol, atol, threshold, max_spikes, max_steps = config
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     if y0 is None:
-        from ._simulate import rest_state
-
         y0 = rest_state(params)
     y0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y0)
-    pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=1.0)
+    pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=DEFAULT_DTMAX)
     controller = diffrax.ClipStepSizeController(pid, jump_ts=jumps)
     args = (params, stimulus)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_hh_field),
+        diffrax.ODETerm(_model_field),
         solver,
         t0=jnp.asarray(t0, dtype),
         t1=jnp.asarray(t1, dtype),
@@ -630,7 +622,7 @@ def _adaptive_spikes(params, stimulus, y0, jumps, config):
     ta, tb = ta[idx], tb[idx]
     ya = jax.tree_util.tree_map(lambda x: x[:-1][idx], ys)
     yb = jax.tree_util.tree_map(lambda x: x[1:][idx], ys)
-    field = jax.vmap(lambda t, y: _hh_field(t, y, args).v)
+    field = jax.vmap(lambda t, y: _model_field(t, y, args).v)
     # Cubic Hermite interpolant of v on the step (values and slopes at both ends, 3rd order),
     # its threshold crossing by bisection (it is monotone near the upstroke's crossing).
     h = tb - ta
@@ -727,17 +719,12 @@ def spike_times_adaptive(
     if stimulus is not None and not isinstance(stimulus, AbstractStimulus):
         stimulus = Step(jnp.asarray(stimulus), start=-jnp.inf)
     stimulus = as_stimulus(stimulus)
-    jumps = None
     dtype = jnp.result_type(params.dtype, float)
     if stimulus is not None:
         stimulus.check_span(t0, t1)
-        stimulus = jax.tree_util.tree_map(
-            lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, stimulus
-        )
-        edges = jnp.asarray(stimulus.jump_ts(), dtype).reshape(-1)
-        if edges.shape[0]:
-            inside = (edges > t0) & (edges < t1)
-            jumps = jnp.sort(jnp.where(inside, edges, t1 + (t1 - t0)))
+        stimulus = _cast_floats(stimulus, dtype)
+    jumps = _jump_times(stimulus, t0, t1)
+    jumps = None if jumps is None else jumps.astype(dtype)
     if y0 is not None and not isinstance(y0, HHState):
         y0 = HHState(*(jnp.asarray(x) for x in y0))
     config = (t0, t1, solver, float(rtol), float(atol), float(threshold), max_spikes, max_steps)

@@ -238,6 +238,25 @@ def _as_state(y0, params: AbstractModel):
     return state
 
 
+def _jump_times(stimulus, t0: float, t1: float):
+    """The stimulus' edges, sorted, with those outside the open span moved past `t1` (where the
+    step-size controller never looks); `None` when there are none."""
+    if stimulus is None:
+        return None
+    jumps = jnp.asarray(stimulus.jump_ts()).reshape(-1)
+    if not jumps.shape[0]:
+        return None
+    inside = (jumps > t0) & (jumps < t1)
+    return jnp.sort(jnp.where(inside, jumps, t1 + (t1 - t0)))
+
+
+def _cast_floats(tree, dtype):
+    """Every floating array leaf of `tree` cast to `dtype` (stimuli follow the parameters)."""
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
 def _is_traced(tree) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
@@ -255,10 +274,7 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     # The stimulus follows the parameters' dtype, so float32 solves stay float32 under x64.
-    stimulus = jax.tree_util.tree_map(
-        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-        stimulus,
-    )
+    stimulus = _cast_floats(stimulus, dtype)
     save_ts = jnp.asarray(save_ts, dtype)
 
     def one(p, y):
@@ -409,13 +425,7 @@ def simulate(
         y0 = _as_state(y0, params)
     if stimulus is not None:
         stimulus.check_span(t0, t1)
-        jumps = stimulus.jump_ts().reshape(-1)
-        # Edges outside the open span are moved past t1, where the controller never looks.
-        inside = (jumps > t0) & (jumps < t1)
-        jumps = jnp.sort(jnp.where(inside, jumps, t1 + (t1 - t0)))
-        jumps = jumps if jumps.shape[0] else None
-    else:
-        jumps = None
+    jumps = _jump_times(stimulus, t0, t1)
     if adjoint is None:
         adjoint = diffrax.RecursiveCheckpointAdjoint()
 
