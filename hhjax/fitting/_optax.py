@@ -57,6 +57,17 @@ def _step(theta, opt_state, base, data, *, spec, dts, y0_mode, optimizer):
     return theta, opt_state, jnp.where(ok, loss, jnp.inf)
 
 
+@eqx.filter_jit
+def _loss_at(theta, base, data, *, spec, dts, y0_mode):
+    r = _make_residual(spec, base, data, dts, y0_mode)(theta)
+    return jnp.mean(r * r)
+
+
+@eqx.filter_jit
+def _residuals_and_jacobian_at(theta, base, data, *, spec, dts, y0_mode):
+    return residuals_and_jacobian(_make_residual(spec, base, data, dts, y0_mode), theta)
+
+
 def _save(path, tree, history):
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -83,7 +94,6 @@ def optax_loop(base, data, theta_guess, key, *, spec, dts, init, y0_mode, nudges
     stopped_early)` with `out` shaped as the LM core's output (final residuals, Jacobian and
     states, for the uncertainty and the trace).
     """
-    residual = _make_residual(spec, base, data, dts, y0_mode)
     optimizer = _with_clip(optimizer, clip)
 
     if init == "guess":
@@ -94,10 +104,6 @@ def optax_loop(base, data, theta_guess, key, *, spec, dts, init, y0_mode, nudges
             base, data, theta_guess, key, spec=spec, dts=dts, init=init, max_iter=0,
             y0_mode=y0_mode, nudges=nudges, n_starts=n_starts, spread=spread,
             with_linear=with_linear)["start"]
-
-    def loss_fn(theta):
-        r = residual(theta)
-        return jnp.mean(r * r)
 
     def step_fn(theta, opt_state):
         return _step(theta, opt_state, base, data, spec=spec, dts=dts, y0_mode=y0_mode,
@@ -147,11 +153,12 @@ def optax_loop(base, data, theta_guess, key, *, spec, dts, init, y0_mode, nudges
         bar.close()
     n_steps = k + 1 if steps > first else first
     # The returned parameters: the best seen (the loss of the final update is unknown).
-    final_loss = float(eqx.filter_jit(loss_fn)(theta))
+    # Module-level jitted functions: a later fit with the same shapes reuses their programs.
+    final_loss = float(_loss_at(theta, base, data, spec=spec, dts=dts, y0_mode=y0_mode))
     if final_loss < best[0]:
         best = (final_loss, theta, n_steps)
     theta = best[1]
 
-    r, jac = eqx.filter_jit(residuals_and_jacobian)(residual, theta)
+    r, jac = _residuals_and_jacobian_at(theta, base, data, spec=spec, dts=dts, y0_mode=y0_mode)
     out = dict(theta=theta, start=start, r=r, jac=jac)
     return out, history[:n_steps], n_steps, stopped
