@@ -41,8 +41,8 @@ def levenberg_marquardt(
 
     - `residual_fn`: $\\theta \\mapsto r$, shape `(p,) -> (n,)`; traceable.
     - `theta0`: start, shape `(p,)`.
-    - `max_iter`: iteration cap (each iteration: one forward solve; plus one Jacobian when the
-      step is accepted).
+    - `max_iter`: iteration cap (each iteration: one forward-mode solve giving the trial
+      point's residuals and Jacobian together).
     - `lower`, `upper`: optional bounds on $\\theta$ (arrays or `None`); steps are clipped.
     - `lam0`: initial damping relative to the diagonal of $J^T J$.
     - `ftol`, `xtol`: stop when an accepted step lowers the cost by less than `ftol` relative,
@@ -67,66 +67,59 @@ def levenberg_marquardt(
             th = jnp.minimum(th, jnp.asarray(upper, th.dtype))
         return th
 
-    # The loop body holds the only copy of the Jacobian computation (compilation dominates the
-    # cost of a short fit): it is recomputed at the top of an iteration after an accepted step,
-    # and the iteration after convergence (or after the cap) only refreshes it, so the returned
-    # Jacobian always belongs to the returned parameters.
-    def cond(state):
-        return ~state["done"]
+    # Every trial point is evaluated with its residuals and Jacobian in one forward-mode pass
+    # (the tangents carry the primal along), so the traced program holds a single copy of the
+    # simulation: compiling it dominates a short fit. Iteration 0 evaluates the start itself.
+    # A rejected trial wastes its Jacobian, but near a solution almost every step is accepted,
+    # and the returned Jacobian always belongs to the returned parameters.
+    def cond(s):
+        return ~s["done"]
 
     def body(s):
-        r, jac = jax.lax.cond(
-            s["need_jac"],
-            lambda th: residuals_and_jacobian(residual_fn, th),
-            lambda th: (s["r"], s["jac"]),
-            s["theta"],
-        )
-        cost = jnp.where(s["it"] == 0, _cost(r), s["cost"])
-        finishing = s["pending"] | (s["it"] >= max_iter)
+        first = s["it"] == 0
         theta, lam = s["theta"], s["lam"]
-        jac_ok = jnp.where(jnp.isfinite(jac), jac, 0.0)
-        r_safe = jnp.where(jnp.isfinite(r), r, 0.0)
+        jac_ok = jnp.where(jnp.isfinite(s["jac"]), s["jac"], 0.0)
+        r_safe = jnp.where(jnp.isfinite(s["r"]), s["r"], 0.0)
         g = jac_ok.T @ r_safe
         h = jac_ok.T @ jac_ok
         d = jnp.diag(h)
         d = jnp.maximum(d, 1e-12 * jnp.max(d) + 1e-300)
         step = jnp.linalg.solve(h + lam * jnp.diag(d), -g)
-        step = jnp.where(jnp.isfinite(step), step, 0.0)
-        new = clip(theta + step)
-        c_new = jax.lax.cond(finishing, lambda th: jnp.inf, lambda th: _cost(residual_fn(th)), new)
-        accept = (c_new < cost) & ~finishing
-        small_f = (cost - c_new) <= ftol * cost
-        small_x = jnp.max(jnp.abs(new - theta)) <= xtol
-        converged = s["converged"] | (accept & (small_f | small_x))
-        hist = jnp.where(jnp.arange(max_iter + 1) > s["it"], jnp.where(accept, c_new, cost),
-                         s["hist"])
-        hist = jnp.where(s["it"] == 0, hist.at[0].set(cost), hist)
+        step = jnp.where(jnp.isfinite(step) & ~first, step, 0.0)
+        trial = clip(theta + step)
+        r, jac = residuals_and_jacobian(residual_fn, trial)
+        c_new = _cost(r)
+        accept = first | (c_new < s["cost"])
+        cost = jnp.where(accept, c_new, s["cost"])
+        small_f = (s["cost"] - c_new) <= ftol * s["cost"]
+        small_x = jnp.max(jnp.abs(trial - theta)) <= xtol
+        converged = accept & ~first & (small_f | small_x)
+        it = s["it"] + 1
+        lam = jnp.where(first, lam, jnp.where(accept, lam * 0.3, lam * 10.0))
+        hist = jnp.where(jnp.arange(max_iter + 1) >= s["it"], cost, s["hist"])
+        stuck = lam > 1e12
         return dict(
-            theta=jnp.where(accept, new, theta),
-            r=r,
-            jac=jac,
-            cost=jnp.where(accept, c_new, cost),
-            lam=jnp.where(accept, lam * 0.3, lam * 10.0),
-            it=jnp.where(finishing, s["it"], s["it"] + 1),
-            need_jac=accept,
-            pending=(accept & (small_f | small_x)) | (lam * 10.0 > 1e12) & ~accept,
+            theta=jnp.where(accept, trial, theta),
+            r=jnp.where(accept, r, s["r"]),
+            jac=jnp.where(accept, jac, s["jac"]),
+            cost=cost,
+            lam=lam,
+            it=it,
             converged=converged,
-            done=finishing,
+            done=converged | stuck | (it > max_iter) | (first & ~jnp.isfinite(c_new)),
             hist=hist,
         )
 
     state = dict(
-        theta=theta0,
+        theta=clip(theta0),
         r=jnp.zeros((n_res,), dtype),
         jac=jnp.zeros((n_res, theta0.shape[0]), dtype),
         cost=jnp.asarray(jnp.inf, dtype),
         lam=jnp.asarray(lam0, dtype),
         it=jnp.asarray(0),
-        need_jac=jnp.asarray(True),
-        pending=jnp.asarray(False),
         converged=jnp.asarray(False),
         done=jnp.asarray(False),
         hist=jnp.zeros((max_iter + 1,), dtype),
     )
     s = jax.lax.while_loop(cond, body, state)
-    return s["theta"], s["hist"], s["it"], s["converged"], s["r"], s["jac"]
+    return s["theta"], s["hist"], s["it"] - 1, s["converged"], s["r"], s["jac"]
