@@ -30,7 +30,9 @@ mode for the 9 scalars of an [`HHParams`][]).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import diffrax
@@ -354,6 +356,14 @@ _DEFAULT_BLOCK = 0.5
 _CHUNK_BYTES = 512 * 2**20
 _CHUNK_PER_DEVICE = 2**15
 _CHUNK_PER_ACCELERATOR = 2**22  # a GPU needs millions of neurons per kernel to fill up
+_MIN_PART = 1024  # neurons per thread below which splitting a chunk across cores is not worth it
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _per_neuron_stimulus(stimulus, size: int, dtype) -> bool:
@@ -399,6 +409,7 @@ def simulate_batch(
     chunk_size: int | None = None,
     unroll: int = 1,
     progress: bool | None = None,
+    workers: int | None = None,
 ) -> BatchFeatures:
     """Simulate many neurons with [`ExponentialEuler`][] and return only their spike features.
 
@@ -426,6 +437,10 @@ def simulate_batch(
       per GPU (fewer when a record would exceed ~512 MB / 4 GB).
     - `unroll`: time steps unrolled per scan iteration (a speed knob; results are identical).
     - `progress`: show a tqdm bar over chunks; default when there is more than one chunk.
+    - `workers`: on a single CPU device, how many chunks run at once, each on its own thread
+      (XLA:CPU runs one compiled scan on one core). Default: the cores available to this
+      process, with parts of at least 1,024 neurons; each chunk is then split into `workers`
+      equal parts. Ignored on accelerators and with several devices.
 
     **Returns:**
 
@@ -511,6 +526,17 @@ def simulate_batch(
     n_chunks = -(-size // chunk_size)
     config = (t0, dt, n_blocks, block, tail, float(threshold), max_spikes, record, unroll)
 
+    if workers is None:
+        workers = _available_cores() if devices[0].platform == "cpu" and n_dev == 1 else 1
+        workers = max(1, min(workers, size // _MIN_PART))
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"`workers` must be a positive int, got {workers!r}.")
+    if n_dev > 1 or devices[0].platform != "cpu":
+        workers = 1
+    # Threads share one compiled program: every part has the same size (the last is padded).
+    part = -(-chunk_size // workers)
+    n_parts = -(-size // part)
+
     if progress is None:
         progress = n_chunks > 1
     bar = None
@@ -518,22 +544,32 @@ def simulate_batch(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=size, unit="neuron", desc="simulate_batch")
-    outputs = []
-    for c in range(n_chunks):
-        lo, hi = c * chunk_size, min(size, (c + 1) * chunk_size)
-        p_c = _take(params, lo, lo + chunk_size, size)
-        s_c = _take(stimulus, lo, lo + chunk_size, size) if per_neuron else stimulus
-        y_c = None if y0 is None else _take(y0, lo, lo + chunk_size, size)
+
+    def run_part(c):
+        lo, hi = c * part, min(size, (c + 1) * part)
+        p_c = _take(params, lo, lo + part, size)
+        s_c = _take(stimulus, lo, lo + part, size) if per_neuron else stimulus
+        y_c = None if y0 is None else _take(y0, lo, lo + part, size)
         if n_dev > 1:
             out = _run_split(p_c, s_c, y_c, per_neuron, config, devices)
         else:
             out = _run_chunk(p_c, s_c, y_c, config)
         out = jax.device_get(out)
-        outputs.append(jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], out))
+        return jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], out)
+
+    outputs = []
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = pool.map(run_part, range(n_parts)) if pool else map(run_part, range(n_parts))
+        for c, out in enumerate(results):
+            outputs.append(out)
+            if bar is not None:
+                bar.update(min(size, (c + 1) * part) - c * part)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
-            bar.update(hi - lo)
-    if bar is not None:
-        bar.close()
+            bar.close()
 
     cat = lambda *xs: np.concatenate(xs, axis=0)
     count, buf, dropped, state, recorded = jax.tree_util.tree_map(cat, *outputs)

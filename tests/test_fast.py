@@ -152,6 +152,19 @@ def test_chunking_identical_to_one_batch():
     assert int(jnp.sum(one.spike_count)) > 0
 
 
+def test_threaded_parts_identical_to_one_thread():
+    # Parts run concurrently on threads (3 parts of 3 neurons, the last padded) must give
+    # exactly the single-threaded result, in order.
+    p, amps = _batch_inputs()
+    one = hhjax.simulate_batch(p, amps, 60.0, dt=0.05, max_spikes=4, workers=1)
+    threaded = hhjax.simulate_batch(p, amps, 60.0, dt=0.05, max_spikes=4, workers=3)
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(threaded)):
+        np.testing.assert_array_equal(a, b)
+    assert len(set(np.asarray(one.spike_count).tolist())) > 1  # the neurons differ
+    with pytest.raises(ValueError, match="workers"):
+        hhjax.simulate_batch(p, amps, 60.0, dt=0.05, workers=0)
+
+
 def test_shared_and_per_neuron_stimulus_agree():
     p, amps = _batch_inputs()
     per_neuron = hhjax.simulate_batch(p, hhjax.Step(jnp.full(7, 10.0), 5.0), 40.0, dt=0.05)
