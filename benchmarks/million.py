@@ -1,6 +1,6 @@
 """10⁶ HH neurons × 1 s, features only, float32: simulate_batch chunks automatically.
 
-Run:  XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/million.py [neurons]
+Run:  python benchmarks/million.py [neurons]   (one CPU device: one thread per core)
 Writes benchmarks/results/million.json (wall time, peak memory, features summary).
 """
 

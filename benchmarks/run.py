@@ -162,7 +162,7 @@ def section_batch() -> dict:
     # 2-core machine; HHJAX_BENCH_PEERS=all (or a comma-separated list of keys) selects.
     only = os.environ.get("HHJAX_BENCH_PEERS", "default")
     if only == "default":
-        peers = [x for x in peers if x[0] not in ("hhjax_f64_1dev", "jaxley_f64", "brian2_numpy")]
+        peers = [x for x in peers if x[0] not in ("hhjax_f64_2dev", "jaxley_f64", "brian2_numpy")]
     elif only != "all":
         peers = [x for x in peers if x[0] in only.split(",")]
     print(f"batch: {n} neurons, {BATCH['t_ms']} ms, dt {BATCH['dt_ms']} ms", flush=True)
