@@ -43,7 +43,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from ._params import HHParams
-from ._simulate import DEFAULT_DTMAX, _cast_floats, _jump_times, _model_field, rest_state
+from ._simulate import (
+    _adaptive_controller,
+    _cast_floats,
+    _jump_times,
+    _model_field,
+    rest_state,
+)
 from ._stimulus import AbstractStimulus, Step, as_stimulus
 from ._vector_field import HHState
 
@@ -561,10 +567,10 @@ def simulate_batch(
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(run_part, range(n_parts)) if pool else map(run_part, range(n_parts))
-        for c, out in enumerate(results):
+        for out in results:
             outputs.append(out)
             if bar is not None:
-                bar.update(min(size, (c + 1) * part) - c * part)
+                bar.update(out[0].shape[0])  # the part's neurons (its spike counts)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -632,8 +638,7 @@ def _adaptive_spikes(params, stimulus, y0, jumps, config):
     if y0 is None:
         y0 = rest_state(params)
     y0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y0)
-    pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=DEFAULT_DTMAX)
-    controller = diffrax.ClipStepSizeController(pid, jump_ts=jumps)
+    controller = _adaptive_controller(rtol, atol, jumps, dtype)
     args = (params, stimulus)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_model_field),
@@ -760,7 +765,6 @@ def spike_times_adaptive(
         stimulus.check_span(t0, t1)
         stimulus = _cast_floats(stimulus, dtype)
     jumps = _jump_times(stimulus, t0, t1)
-    jumps = None if jumps is None else jumps.astype(dtype)
     if y0 is not None and not isinstance(y0, HHState):
         y0 = HHState(*(jnp.asarray(x) for x in y0))
     config = (t0, t1, solver, float(rtol), float(atol), float(threshold), max_spikes, max_steps)

@@ -250,6 +250,18 @@ def _jump_times(stimulus, t0: float, t1: float):
     return jnp.sort(jnp.where(inside, jumps, t1 + (t1 - t0)))
 
 
+def _adaptive_controller(rtol, atol, jumps, dtype):
+    """hhjax's adaptive step control: PID with the step capped at `DEFAULT_DTMAX`, stepping
+    exactly onto the stimulus edges `jumps` (or `None`)."""
+    # dtmax: from an exact rest state the error estimate is zero and steps grow tenfold each
+    # time; a huge step proposed just after a stimulus edge can overflow the exponentials and
+    # stall the controller on NaN errors. 1 ms is far longer than any step the spiking
+    # dynamics accept, so it costs nothing elsewhere.
+    pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=DEFAULT_DTMAX)
+    jump_ts = None if jumps is None else jnp.asarray(jumps, dtype)
+    return diffrax.ClipStepSizeController(pid, jump_ts=jump_ts)
+
+
 def _cast_floats(tree, dtype):
     """Every floating array leaf of `tree` cast to `dtype` (stimuli follow the parameters)."""
     return jax.tree_util.tree_map(
@@ -282,14 +294,7 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
             y = p.rest_state()
         y = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y)
         if step_grid is None:
-            # dtmax: from an exact rest state the error estimate is zero and steps grow tenfold
-            # each time; a huge step proposed just after a stimulus edge can overflow the
-            # exponentials and stall the controller on NaN errors. 1 ms is far longer than any
-            # step the spiking dynamics accept, so it costs nothing elsewhere.
-            pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=DEFAULT_DTMAX)
-            controller = diffrax.ClipStepSizeController(
-                pid, jump_ts=None if jumps is None else jnp.asarray(jumps, dtype)
-            )
+            controller = _adaptive_controller(rtol, atol, jumps, dtype)
             dt = dt0
         else:
             controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))

@@ -460,12 +460,8 @@ def fit(
                               init="nudge", max_iter=int(max_iter), y0_mode=y0,
                               nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
                               spread=float(spread), with_linear=with_linear)
-            n2 = int(again["n_iter"])
-            hist2 = 2.0 * np.asarray(again["hist"])[: n2 + 1] / n_res
-            if hist2[-1] < hist[-1]:
-                again["start"] = out["start"]
-                out, n_iter, conv, used = again, n2, bool(again["converged"]), True
-                hist = np.concatenate([hist, hist2])
+            out, hist, n_iter, conv, used = _prefer_fallback(out, hist, n_iter, conv, again,
+                                                             n_res)
     else:
         from ._optax import optax_loop
 
@@ -585,16 +581,22 @@ def fit_batch(
         if again is not None and k in redo:
             j = int(np.flatnonzero(redo == k)[0])
             o2 = jax.tree_util.tree_map(lambda a, j=j: a[j], again)
-            n2 = int(o2["n_iter"])
-            hist2 = 2.0 * np.asarray(o2["hist"])[: n2 + 1] / n_res
-            if hist2[-1] < hist[-1]:
-                o2["start"] = o["start"]
-                o, n_iter, conv, used = o2, n2, bool(o2["converged"]), True
-                hist = np.concatenate([hist, hist2])
+            o, hist, n_iter, conv, used = _prefer_fallback(o, hist, n_iter, conv, o2, n_res)
         res = _build_result(spec, b, o, [rec], sigma_from, hist, "lm", init, wall, n_iter, conv)
         res.fallback_used = used
         results.append(res)
     return results
+
+
+def _prefer_fallback(out, hist, n_iter, conv, again, n_res):
+    """The nudging refit `again` in place of the fit `out` if it ends lower (its history is
+    appended and `start` stays the original one). Returns `(out, hist, n_iter, conv, used)`."""
+    n2 = int(again["n_iter"])
+    hist2 = 2.0 * np.asarray(again["hist"])[: n2 + 1] / n_res
+    if not hist2[-1] < hist[-1]:
+        return out, hist, n_iter, conv, False
+    again = dict(again, start=out["start"])
+    return again, np.concatenate([hist, hist2]), n2, bool(again["converged"]), True
 
 
 def _batch_program(batched, cfg):
