@@ -21,6 +21,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import equinox as eqx
 import jax
@@ -32,7 +33,7 @@ from .._params import HHParams
 from ._free import DEFAULT_FREE, FreeParams
 from ._grid import model_rest_state, simulate_grid
 from ._linear import LINEAR_FIELDS, linear_estimate_arrays
-from ._lm import levenberg_marquardt
+from ._lm import staged_levenberg_marquardt
 from ._recording import Recording
 
 __all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS"]
@@ -152,22 +153,26 @@ def _initial_state(params, v, i, y0_mode):
     return steady_state(params, v[0])
 
 
-def _make_residual(spec, base, data, dts, y0_mode, nudge=None):
-    """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings."""
+def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
+    """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings; with
+    `nudged`, $(\\theta, k) \\mapsto$ the same with nudging strength $k$ (exactly the plain
+    residuals at $k = 0$)."""
 
-    def residual(theta):
+    def residual(theta, k=None):
         p = spec.apply(theta, base)
         out = []
         for (v, i, sig), dt in zip(data, dts):
             y0 = _initial_state(p, v, i, y0_mode)
-            if nudge is None:
+            if k is None:
                 vs = simulate_grid(p, i, dt, y0)
             else:
-                vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=nudge)
+                vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=k)
             out.append((vs - v) / sig)
         return jnp.concatenate(out)
 
-    return residual
+    if nudged:
+        return lambda theta, k: residual(theta, k)
+    return lambda theta: residual(theta)
 
 
 def _linear_theta(spec, base, data, dts, fallback_theta):
@@ -190,31 +195,37 @@ def _cost(residual, theta):
     return jnp.where(jnp.isfinite(c), c, jnp.inf)
 
 
-def _core(base, data, theta_guess, key, *, spec, dts, init, max_iter, y0_mode, nudges,
-          n_starts, spread, with_linear):
+def _core(base, data, theta_guess, key, nudge_iters, redo_above, *, spec, dts, init, max_iter,
+          y0_mode, nudges, n_starts, spread, with_linear):
     """The whole LM fit, traceable (jit/vmap): start, polish, residuals and Jacobian at the end.
 
-    Each simulation code path appears once in the traced program (compilation, not running,
+    `nudge_iters` (LM iterations per nudging stage) and `redo_above` (the mean squared
+    residual above which a fit is refitted with nudging; `inf` for never) are traced, so a
+    plain fit, its nudging refit and `init="nudge"` share one compiled program. Each
+    simulation code path appears once in the traced program (compilation, not running,
     dominates a single fit's wall time).
     """
     residual = _make_residual(spec, base, data, dts, y0_mode)
+    nudged = _make_residual(spec, base, data, dts, y0_mode, nudged=True)
     lo, hi = spec.theta_bounds()
     lower = jnp.asarray(lo, theta_guess.dtype)
     upper = jnp.asarray(hi, theta_guess.dtype)
-    lm = lambda fn, th, iters: levenberg_marquardt(fn, th, max_iter=iters, lower=lower,
-                                                   upper=upper)
+    ks = tuple(k for k in nudges if k > 0)
+
+    def lm(th, *, first=False, redo=True):
+        return staged_levenberg_marquardt(
+            nudged, th, max_iter=max_iter, nudges=ks, nudge_iters=nudge_iters[: len(ks)],
+            nudge_first=first, redo_above=redo_above if redo else None, lower=lower,
+            upper=upper,
+        )
+
     if init == "linear" or (init == "auto" and with_linear):
         start = _linear_theta(spec, base, data, dts, theta_guess)
         if init == "auto":
             costs = jax.vmap(lambda th: _cost(residual, th))(jnp.stack([theta_guess, start]))
             start = jnp.where(costs[0] < costs[1], theta_guess, start)
     elif init == "nudge":
-        def stage(th, k):
-            nudged = _make_residual(spec, base, data, dts, y0_mode, nudge=k)
-            return lm(nudged, th, NUDGE_STAGE_ITERS)[0], None
-
-        ks = jnp.asarray([k for k in nudges if k > 0] or [0.0], theta_guess.dtype)
-        start = jax.lax.scan(stage, theta_guess, ks)[0]
+        return dict(lm(theta_guess, first=True, redo=False), start=theta_guess)
     elif init == "multistart":
         width = jnp.asarray(
             [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], theta_guess.dtype
@@ -224,11 +235,10 @@ def _core(base, data, theta_guess, key, *, spec, dts, init, max_iter, y0_mode, n
         starts = starts.at[0].set(theta_guess)
         if with_linear:
             starts = starts.at[-1].set(_linear_theta(spec, base, data, dts, theta_guess))
-        runs = jax.vmap(lambda th: lm(residual, th, max_iter))(starts)
-        best = jnp.argmin(jnp.where(jnp.isfinite(runs[1][:, -1]), runs[1][:, -1], jnp.inf))
-        theta, hist, n_iter, converged, r, jac = jax.tree_util.tree_map(lambda a: a[best], runs)
-        return dict(theta=theta, start=starts[best], hist=hist, n_iter=n_iter,
-                    converged=converged, r=r, jac=jac)
+        runs = jax.vmap(lambda th: lm(th, redo=False))(starts)
+        final = runs["hist"][jnp.arange(n_starts), runs["n_iter"]]
+        best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf))
+        return dict(jax.tree_util.tree_map(lambda a: a[best], runs), start=starts[best])
     else:  # "guess" (and "auto" without a linear estimate)
         start = theta_guess
         if init == "guess":
@@ -247,9 +257,26 @@ def _core(base, data, theta_guess, key, *, spec, dts, init, max_iter, y0_mode, n
 
             ok = jnp.isfinite(_cost(residual, theta_guess))
             start = jax.lax.cond(ok, lambda th: th, screen, theta_guess)
-    theta, hist, n_iter, converged, r, jac = lm(residual, start, max_iter)
-    return dict(theta=theta, start=start, hist=hist, n_iter=n_iter, converged=converged, r=r,
-                jac=jac)
+    return dict(lm(start), start=start)
+
+
+def _schedule(nudges, fallback: bool, threshold: float, dtype):
+    """The traced schedule arguments of `_core`: iterations per nudging stage and the refit
+    threshold (`inf` disables the refit)."""
+    n = max(1, sum(1 for k in nudges if k > 0))
+    iters = jnp.full((n,), NUDGE_STAGE_ITERS, jnp.int32)
+    return iters, jnp.asarray(float(threshold) if fallback else np.inf, dtype)
+
+
+def _history(out, n_res):
+    """Loss history (mean squared residual per iteration) of a `_core` result; after a
+    nudging refit that was kept, the first run's history followed by the refit's."""
+    n_iter = int(out["n_iter"])
+    hist = 2.0 * np.asarray(out["hist"])[: n_iter + 1] / n_res
+    if bool(out["used"]):
+        n1 = int(out["n_iter_first"])
+        hist = np.concatenate([2.0 * np.asarray(out["hist_first"])[: n1 + 1] / n_res, hist])
+    return hist
 
 
 _core_jit = eqx.filter_jit(_core)
@@ -417,11 +444,12 @@ def fit(
       relative `min_delta` for `patience` steps), `progress` (tqdm bar), `callback`
       (`callback(step, loss, params)` after each step), `checkpoint` (file path: progress is
       saved every `checkpoint_every` steps and a later call with the same path resumes).
-    - `fallback`, `fallback_threshold`: with `init` `"auto"` or `"linear"` and `method="lm"`, a
-      fit whose final mean squared residual exceeds `fallback_threshold` (in units of the
-      recordings' $\\sigma^2$; a correct fit gives 1 ± 0.05 with $\\sigma$ estimated from the
-      data) is taken for a local minimum, typically a misplaced spike: it is refitted with
-      annealed nudging from the same start, and the better of the two is returned.
+    - `fallback`, `fallback_threshold`: with `init` `"auto"`, `"linear"` or `"guess"` and
+      `method="lm"`, a fit whose final mean squared residual exceeds `fallback_threshold` (in
+      units of the recordings' $\\sigma^2$; a correct fit gives 1 ± 0.05 with $\\sigma$
+      estimated from the data) is taken for a local minimum, typically a misplaced spike: it
+      is refitted with annealed nudging from the same start, inside the same compiled loop,
+      and the better of the two is returned.
 
     **Returns:**
 
@@ -446,22 +474,16 @@ def fit(
     key = jax.random.PRNGKey(seed)
     t_start = time.perf_counter()
     if method == "lm":
-        out = _core_jit(params0, data, theta_guess, key, spec=spec, dts=dts, init=init,
-                        max_iter=int(max_iter), y0_mode=y0, nudges=tuple(map(float, nudges)),
-                        n_starts=int(n_starts), spread=float(spread), with_linear=with_linear)
+        iters, redo = _schedule(nudges, fallback and init in _FALLBACK_INITS,
+                                fallback_threshold, dtype)
+        out = _core_jit(params0, data, theta_guess, key, iters, redo, spec=spec, dts=dts,
+                        init=init, max_iter=int(max_iter), y0_mode=y0,
+                        nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
+                        spread=float(spread), with_linear=with_linear)
         out = jax.block_until_ready(out)
-        n_iter = int(out["n_iter"])
         n_res = sum(int(r.num_samples) for r in recs)
-        hist = 2.0 * np.asarray(out["hist"])[: n_iter + 1] / n_res
-        conv = bool(out["converged"])
-        used = False
-        if fallback and init in _FALLBACK_INITS and not hist[-1] <= fallback_threshold:
-            again = _core_jit(params0, data, out["start"], key, spec=spec, dts=dts,
-                              init="nudge", max_iter=int(max_iter), y0_mode=y0,
-                              nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
-                              spread=float(spread), with_linear=with_linear)
-            out, hist, n_iter, conv, used = _prefer_fallback(out, hist, n_iter, conv, again,
-                                                             n_res)
+        hist = _history(out, n_res)
+        n_iter, conv, used = int(out["n_iter"]), bool(out["converged"]), bool(out["used"])
     else:
         from ._optax import optax_loop
 
@@ -500,6 +522,7 @@ def fit_batch(
     seed: int = 0,
     fallback: bool = True,
     fallback_threshold: float = 1.1,
+    workers: int | None = None,
 ) -> list[FitResult]:
     """Fit many recordings independently in one vmapped, compiled call (e.g. 100 cells).
 
@@ -514,14 +537,17 @@ def fit_batch(
       estimate usually stops in 6–12 iterations, yet some need 20–30 to converge, and one
       stopped early by the cap reports an optimum and intervals that are not (a cap of 20 left
       one of 40 study seeds 4 standard errors from its optimum). Check `converged`.
-    - The other arguments are as in [`fit`][] (`method="lm"` only). Recordings whose fit needs
-      the nudging fallback (final mean squared residual above `fallback_threshold`) are
-      refitted afterwards, all of them in one more vmapped call over just those recordings.
+    - `workers`: on a CPU, the recordings are split into equal parts (four per worker) that
+      `workers` threads fit with the same compiled program (XLA:CPU runs one compiled loop on
+      one core); default: the cores available. A part stops as soon as its own slowest
+      member has converged.
+    - The other arguments are as in [`fit`][] (`method="lm"` only). A member whose fit needs
+      the nudging fallback (final mean squared residual above `fallback_threshold`) is refitted
+      inside the same compiled loop, so the fallback costs no second compilation.
 
     **Returns:**
 
-    A list of [`FitResult`][]s, one per recording; each `wall_time` is the batch's total
-    (the fallback call included).
+    A list of [`FitResult`][]s, one per recording; each `wall_time` is the batch's total.
     """
     recs = _as_recordings(recordings)
     params0 = _check_common(recs, free, params0, init, "lm", y0)
@@ -545,58 +571,63 @@ def fit_batch(
     if not batched:
         theta_guess = jnp.broadcast_to(theta_guess, (len(recs), len(spec)))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(recs))
+    iters, redo = _schedule(nudges, fallback and init in _FALLBACK_INITS, fallback_threshold,
+                            dtype)
     cfg = dict(spec=spec, dts=(float(recs[0].dt),), init=init, max_iter=int(max_iter),
                y0_mode=y0, nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
                spread=float(spread), with_linear=with_linear)
     program = _batch_program(batched, cfg)
+    size = len(recs)
+    if workers is None:
+        workers = _cores() if jax.default_backend() == "cpu" else 1
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"`workers` must be a positive int, got {workers!r}.")
+    workers = min(workers, size)
+    # Several parts per worker, taken from a queue: a member that needs the nudging refit
+    # keeps its part busy several times longer than the rest, and small parts let the other
+    # threads take over the remaining ones meanwhile.
+    n_parts = min(size, workers * _PARTS_PER_WORKER) if workers > 1 else 1
+    part = -(-size // n_parts)
+    n_parts = -(-size // part)
+
+    def run_part(c):
+        # Every part has the same size (the last padded by repeating its final member), so
+        # all threads share one compiled program.
+        idx = jnp.asarray(np.minimum(np.arange(c * part, (c + 1) * part), size - 1))
+        take = lambda a: a[idx]
+        b_c = jax.tree_util.tree_map(take, base) if batched else base
+        out = program(b_c, v[idx], i[idx], sig[idx], theta_guess[idx], keys[idx], iters, redo)
+        return jax.device_get(out)
+
     t_start = time.perf_counter()
-    out = jax.block_until_ready(program(base, v, i, sig, theta_guess, keys))
-    n_res = recs[0].num_samples
-    hists = 2.0 * np.asarray(out["hist"]) / n_res
-    n_iters = np.asarray(out["n_iter"])
-    final = hists[np.arange(len(recs)), n_iters]
-    # The fallback: every member whose fit looks like a local minimum is refitted with annealed
-    # nudging from its own start, all of them in one more vmapped call.
-    redo = np.flatnonzero(~(final <= fallback_threshold)) if (
-        fallback and init in _FALLBACK_INITS) else np.zeros(0, int)
-    again = None
-    if redo.size:
-        sel = jnp.asarray(redo)
-        take = lambda a: a[sel]
-        b_sel = jax.tree_util.tree_map(take, base) if batched else base
-        again = jax.block_until_ready(
-            _batch_program(batched, dict(cfg, init="nudge"))(
-                b_sel, v[sel], i[sel], sig[sel], out["start"][sel], keys[sel]
-            )
-        )
+    # XLA:CPU runs one compiled loop on one core: independent parts run on their own threads.
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run_part, range(n_parts)))
+    else:
+        parts = [run_part(0)]
+    out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:size], *parts)
     wall = time.perf_counter() - t_start
+    n_res = recs[0].num_samples
     results = []
     for k, rec in enumerate(recs):
         o = jax.tree_util.tree_map(lambda a, k=k: a[k], out)
-        n_iter = int(o["n_iter"])
-        hist = hists[k, : n_iter + 1]
         b = base[k] if batched else base
-        conv = bool(o["converged"])
-        used = False
-        if again is not None and k in redo:
-            j = int(np.flatnonzero(redo == k)[0])
-            o2 = jax.tree_util.tree_map(lambda a, j=j: a[j], again)
-            o, hist, n_iter, conv, used = _prefer_fallback(o, hist, n_iter, conv, o2, n_res)
-        res = _build_result(spec, b, o, [rec], sigma_from, hist, "lm", init, wall, n_iter, conv)
-        res.fallback_used = used
+        res = _build_result(spec, b, o, [rec], sigma_from, _history(o, n_res), "lm", init, wall,
+                            int(o["n_iter"]), bool(o["converged"]))
+        res.fallback_used = bool(o["used"])
         results.append(res)
     return results
 
 
-def _prefer_fallback(out, hist, n_iter, conv, again, n_res):
-    """The nudging refit `again` in place of the fit `out` if it ends lower (its history is
-    appended and `start` stays the original one). Returns `(out, hist, n_iter, conv, used)`."""
-    n2 = int(again["n_iter"])
-    hist2 = 2.0 * np.asarray(again["hist"])[: n2 + 1] / n_res
-    if not hist2[-1] < hist[-1]:
-        return out, hist, n_iter, conv, False
-    again = dict(again, start=out["start"])
-    return again, np.concatenate([hist, hist2]), n2, bool(again["converged"]), True
+_PARTS_PER_WORKER = 4
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _batch_program(batched, cfg):
@@ -604,10 +635,10 @@ def _batch_program(batched, cfg):
     key_cfg = (batched, tuple(sorted((k, v_) for k, v_ in cfg.items() if k != "spec")),
                cfg["spec"])
     if key_cfg not in _batch_cache:
-        def one(b, vv, ii, ss, th, k):
-            return _core(b, [(vv, ii, ss)], th, k, **cfg)
+        def one(b, vv, ii, ss, th, k, iters, redo):
+            return _core(b, [(vv, ii, ss)], th, k, iters, redo, **cfg)
 
         _batch_cache[key_cfg] = eqx.filter_jit(
-            jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0, 0, 0))
+            jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0, 0, 0, None, None))
         )
     return _batch_cache[key_cfg]

@@ -56,8 +56,9 @@ def simulate_grid(params, i_inj, dt, y0, *, v_obs=None, nudge=0.0, full=False):
     - `dt`: grid spacing (ms), a Python float.
     - `y0`: the state at the first sample.
     - `v_obs`, `nudge`: optional nudging towards the recorded voltage with strength `nudge`
-      = $k$ (1/ms): after each step, $v \\leftarrow v_{obs} + (v - v_{obs})\\,e^{-k\\,dt}$ (the
-      exact flow of $dv/dt = k\\,(v_{obs} - v)$, split from the model's own).
+      = $k$ (1/ms, may be traced): after each step, $v \\leftarrow v_{obs} + (v - v_{obs})\\,
+      e^{-k\\,dt}$ (the exact flow of $dv/dt = k\\,(v_{obs} - v)$, split from the model's own);
+      `nudge = 0` gives exactly the un-nudged solution.
     - `full`: return every state instead of the voltage alone.
 
     **Returns:**
@@ -88,7 +89,9 @@ def simulate_grid(params, i_inj, dt, y0, *, v_obs=None, nudge=0.0, full=False):
         )
         if v_obs is not None:
             vb = x[1]
-            y = eqx.tree_at(lambda s: s.v, y, vb + (y.v - vb) * relax)
+            # At strength 0 the voltage is left exactly as it is (not vb + (v - vb)).
+            v_new = jnp.where(nudge > 0, vb + (y.v - vb) * relax, y.v)
+            y = eqx.tree_at(lambda s: s.v, y, v_new)
         return y, (y if full else y.v)
 
     _, out = jax.lax.scan(step, y0, xs)

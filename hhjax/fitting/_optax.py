@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._fit import _core, _make_residual
+from ._fit import _core, _make_residual, _schedule
 from ._lm import residuals_and_jacobian
 
 __all__ = ["optax_loop", "default_optimizer"]
@@ -99,11 +99,13 @@ def optax_loop(base, data, theta_guess, key, *, spec, dts, init, y0_mode, nudges
     if init == "guess":
         start = theta_guess
     else:
-        # Reuse the LM core's starting strategies with no LM polish (max_iter=0).
+        # Reuse the LM core's starting strategies with no LM polish (max_iter=0); for
+        # "nudge" that is the point the nudging stages reach.
+        iters, no_refit = _schedule(nudges, False, 0.0, theta_guess.dtype)
         start = eqx.filter_jit(_core)(
-            base, data, theta_guess, key, spec=spec, dts=dts, init=init, max_iter=0,
-            y0_mode=y0_mode, nudges=nudges, n_starts=n_starts, spread=spread,
-            with_linear=with_linear)["start"]
+            base, data, theta_guess, key, iters, no_refit, spec=spec, dts=dts, init=init,
+            max_iter=0, y0_mode=y0_mode, nudges=nudges, n_starts=n_starts, spread=spread,
+            with_linear=with_linear)["theta"]
 
     def step_fn(theta, opt_state):
         return _step(theta, opt_state, base, data, spec=spec, dts=dts, y0_mode=y0_mode,
