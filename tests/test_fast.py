@@ -244,8 +244,8 @@ def test_single_neuron_and_partial_last_block():
 
 
 def test_spike_times_adaptive_matches_neuron(neuron_spikes):
-    # 100 ms at 10 µA/cm² (7 spikes) against NEURON's CVODE at 1e-13; the crossing comes from
-    # the Hermite interpolant on the solver's own steps, not from a saved grid.
+    # 100 ms at 10 µA/cm² (7 spikes) against NEURON's CVODE at 1e-13; each crossing ends a
+    # solve (a Diffrax event located on the solver's dense interpolant), no grid is saved.
     p = hhjax.HHParams.neuron()
     y0 = hhjax.steady_state(p, -65.0)
     stim = hhjax.Step(10.0, 5.0, 1005.0)
