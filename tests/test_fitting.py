@@ -254,3 +254,34 @@ def test_plot_fit(noisy):
     res = hf.fit(noisy, ("g_na",), TRUE.replace(g_na=150.0), init="guess")
     fig = hf.plot_fit(res, truth={n: float(getattr(TRUE, n)) for n in FREE}, title="t")
     assert len(fig.axes) == 3
+
+
+def _wavy(theta, k):
+    # Residuals whose cost has a local minimum near 0 and the global one near pi; "nudging"
+    # (k > 0) damps the oscillation, which leaves a convex problem with its minimum near 3.
+    t = theta[0]
+    return jnp.stack([t - 3.0, 3.0 * jnp.sin(2.0 * t) * jnp.exp(-k)])
+
+
+def test_staged_lm_refits_a_local_minimum_in_the_same_loop():
+    from hhjax.fitting._lm import staged_levenberg_marquardt
+
+    kw = dict(max_iter=40, nudges=(5.0, 1.0, 0.2), nudge_iters=jnp.asarray([10, 10, 10]))
+    theta0 = jnp.asarray([0.0])
+    plain = staged_levenberg_marquardt(_wavy, theta0, **kw)
+    assert not bool(plain["redone"]) and abs(float(plain["theta"][0])) < 0.5  # stuck near 0
+    refit = jax.jit(lambda th, thr: staged_levenberg_marquardt(_wavy, th, redo_above=thr, **kw))
+    out = refit(theta0, 1.0)
+    assert bool(out["redone"]) and bool(out["used"])
+    # The global minimum of (t - 3)^2 + 9 sin^2(2t), by brute force on a fine grid:
+    grid = np.linspace(2.5, 3.5, 200_001)
+    best = grid[np.argmin((grid - 3.0) ** 2 + 9.0 * np.sin(2.0 * grid) ** 2)]
+    np.testing.assert_allclose(float(out["theta"][0]), best, atol=1e-5)
+    np.testing.assert_allclose(float(out["theta"][0]), float(
+        staged_levenberg_marquardt(_wavy, jnp.asarray([3.0]), max_iter=40)["theta"][0]), atol=1e-6)
+    # The first run's history is kept beside the refit's; a high threshold never refits, and
+    # the same compiled program serves both thresholds.
+    assert int(out["n_iter_first"]) == int(plain["n_iter"])
+    np.testing.assert_allclose(out["hist_first"], plain["hist"], rtol=1e-12)
+    assert not bool(refit(theta0, 100.0)["redone"])
+    assert refit._cache_size() == 1
