@@ -638,7 +638,9 @@ def _field_of_first_two(t, y, args):
 def _signed_voltage(t, y, args, **kwargs):
     """The event function: `sign · (v - threshold)`, with `args = (params, stimulus, sign,
     threshold)`; its upward zero is the upstroke for sign +1, the downstroke for sign -1."""
-    return args[2] * (y.v - args[3])
+    # In the default float dtype: Diffrax pairs it with a Python-float 0.0 inside a `cond`,
+    # which is float64 whenever x64 is on, even for a float32 model.
+    return (args[2] * (y.v - args[3])).astype(jnp.result_type(float))
 
 
 @eqx.filter_jit
@@ -656,9 +658,13 @@ def _adaptive_spikes(params, stimulus, y0, jumps, config):
     # keeping every step (SaveAt(steps=True)) costs more than the solve itself on a CPU. The
     # event looks alternately for the upstroke (recorded) and the downstroke, so a restart,
     # which sits exactly on the threshold, cannot trigger again at once.
-    tiny = 1e-10 if jnp.finfo(dtype).bits > 32 else 1e-5
+    # Newton stops once |v - threshold| < tol (mV) at the located time. v there cannot be
+    # resolved better than |dv/dt| * eps * t, so tol scales with the horizon: 3000 * eps * t
+    # leaves room for upstrokes up to ~1000 mV/ms. The time error is tol / |dv/dt|: ~1e-11
+    # ms in float64 and ~4e-3 ms in float32 at t = 1 s for a 100 mV/ms upstroke.
+    tol = 3000.0 * float(jnp.finfo(dtype).eps) * max(1.0, abs(t0), abs(t1))
     event = diffrax.Event(
-        _signed_voltage, root_finder=optx.Newton(rtol=tiny, atol=tiny), direction=True
+        _signed_voltage, root_finder=optx.Newton(rtol=0.0, atol=tol), direction=True
     )
 
     def segment(carry):

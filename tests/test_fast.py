@@ -243,6 +243,24 @@ def test_single_neuron_and_partial_last_block():
     np.testing.assert_allclose(feats.record["v"][-1], traj.v[-1], atol=1e-9)
 
 
+def test_spike_times_adaptive_float32_and_long_runs(neuron_spikes):
+    # The event's root-finding tolerance scales with the dtype and the horizon: float32 must
+    # locate every crossing (its v at the crossing cannot be resolved to float64 tolerances),
+    # and a long float64 run must not fail on the late ones.
+    p = hhjax.HHParams.neuron()
+    stim = hhjax.Step(10.0, 5.0, 4005.0)
+    p32 = p.astype(jnp.float32)
+    out = hhjax.spike_times_adaptive(p32, stim, 300.0, y0=hhjax.steady_state(p32, -65.0),
+                                     rtol=1e-6, atol=1e-6, max_spikes=32)
+    assert bool(out.ok) and out.times.dtype == jnp.float32
+    n = int(out.count)
+    assert n == int(np.sum(neuron_spikes < 300.0))
+    np.testing.assert_allclose(out.times[:n], neuron_spikes[:n], atol=2e-3)
+    long = hhjax.spike_times_adaptive(p, stim, 4005.0, y0=hhjax.steady_state(p, -65.0),
+                                      rtol=1e-5, atol=1e-5, max_spikes=512)
+    assert bool(long.ok) and 250 < int(long.count) < 300  # ~68 spikes per second
+
+
 def test_spike_times_adaptive_matches_neuron(neuron_spikes):
     # 100 ms at 10 µA/cm² (7 spikes) against NEURON's CVODE at 1e-13; each crossing ends a
     # solve (a Diffrax event located on the solver's dense interpolant), no grid is saved.
