@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._fast import _available_cores
 from .._params import HHParams
 from ._free import DEFAULT_FREE, FreeParams
 from ._grid import model_rest_state, simulate_grid
@@ -579,7 +580,7 @@ def fit_batch(
     program = _batch_program(batched, cfg)
     size = len(recs)
     if workers is None:
-        workers = _cores() if jax.default_backend() == "cpu" else 1
+        workers = _available_cores() if jax.default_backend() == "cpu" else 1
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"`workers` must be a positive int, got {workers!r}.")
     workers = min(workers, size)
@@ -621,13 +622,6 @@ def fit_batch(
 
 
 _PARTS_PER_WORKER = 4
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _batch_program(batched, cfg):
