@@ -345,17 +345,33 @@ def _chunk_kernel(
     return count, buf, dropped, state, recorded
 
 
-@eqx.filter_jit
-def _run_chunk(params, stimulus, y0, config):
+def _run_chunk_impl(params, stimulus, y0, config, size):
     t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll = config
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     if y0 is None:
-        y0 = jax.vmap(rest_state)(params)
-    y0 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y0)
+        if params.batch_shape == ():
+            y0 = rest_state(params)
+        else:
+            y0 = jax.vmap(rest_state)(params.broadcast())
+    y0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.asarray(x, dtype), (size,)), y0)
     return _chunk_kernel(
         params, stimulus, y0, t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll
     )
+
+
+# XLA:CPU emits 256-bit vectors by default. The step is arithmetic-bound (exponentials and
+# divisions on arrays that stay in cache), so on CPUs with AVX-512 asking LLVM for 512-bit
+# vectors runs it ~1.4x faster (benchmarks/results/batch.json); elsewhere the hint is a no-op.
+_CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+_run_chunk_cpu = eqx.filter_jit(_run_chunk_impl, compiler_options=_CPU_COMPILER_OPTIONS)
+_run_chunk_other = eqx.filter_jit(_run_chunk_impl)
+
+
+def _run_chunk(params, stimulus, y0, config, size, platform="cpu"):
+    """One compiled call for `size` neurons; parameter fields are scalars or `(size,)`."""
+    run = _run_chunk_cpu if platform == "cpu" else _run_chunk_other
+    return run(params, stimulus, y0, config, size)
 
 
 # ---------------------------------------------------------------------------- public entry
@@ -506,7 +522,9 @@ def simulate_batch(
     batch_shape = jnp.broadcast_shapes(*shapes)
     size = int(np.prod(batch_shape, dtype=np.int64))
     flat = lambda x: jnp.broadcast_to(jnp.asarray(x), batch_shape).reshape(size)
-    params = jax.tree_util.tree_map(flat, params)
+    # Fields shared by all neurons stay scalars: a per-neuron copy would be read every step
+    # (about 12 % of the step's time when all of them are copies).
+    params = jax.tree_util.tree_map(lambda x: x if jnp.ndim(x) == 0 else flat(x), params)
     if y0 is not None:
         y0 = jax.tree_util.tree_map(lambda x: flat(x).astype(dtype), y0)
     per_neuron = stimulus is not None and _per_neuron_stimulus(stimulus, size, dtype)
@@ -558,9 +576,9 @@ def simulate_batch(
         s_c = _take(stimulus, lo, lo + part, size) if per_neuron else stimulus
         y_c = None if y0 is None else _take(y0, lo, lo + part, size)
         if n_dev > 1:
-            out = _run_split(p_c, s_c, y_c, per_neuron, config, devices)
+            out = _run_split(p_c, s_c, y_c, per_neuron, config, devices, part)
         else:
-            out = _run_chunk(p_c, s_c, y_c, config)
+            out = _run_chunk(p_c, s_c, y_c, config, part, devices[0].platform)
         out = jax.device_get(out)
         return jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], out)
 
@@ -595,10 +613,9 @@ def simulate_batch(
     return BatchFeatures(count, buf, rate, state, dropped, record_ts, recorded)
 
 
-def _run_split(params, stimulus, y0, per_neuron, config, devices):
-    """Split one chunk across `devices`; asynchronous dispatch runs the parts concurrently."""
+def _run_split(params, stimulus, y0, per_neuron, config, devices, size):
+    """Split one chunk of `size` neurons across `devices`; they run concurrently (async dispatch)."""
     parts = len(devices)
-    size = params.g_na.shape[0]
     step = size // parts
     outs = []
     for k, device in enumerate(devices):
@@ -606,7 +623,8 @@ def _run_split(params, stimulus, y0, per_neuron, config, devices):
             _take(tree, k * step, (k + 1) * step, size), d
         )
         s = put(stimulus) if per_neuron else jax.device_put(stimulus, device)
-        outs.append(_run_chunk(put(params), s, None if y0 is None else put(y0), config))
+        y_k = None if y0 is None else put(y0)
+        outs.append(_run_chunk(put(params), s, y_k, config, step, device.platform))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(jax.device_get(xs), axis=0), *outs)
 
 
