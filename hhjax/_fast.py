@@ -614,7 +614,7 @@ def simulate_batch(
 
 
 def _run_split(params, stimulus, y0, per_neuron, config, devices, size):
-    """Split one chunk of `size` neurons across `devices`; they run concurrently (async dispatch)."""
+    """Split a chunk of `size` neurons across `devices`; they run concurrently (async dispatch)."""
     parts = len(devices)
     step = size // parts
     outs = []
