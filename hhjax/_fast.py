@@ -129,6 +129,25 @@ def _gate(x, a, b, dt):
     return x_inf + (x - x_inf) * jnp.exp(-dt * total)
 
 
+def _gates(m, h, n, rates, dt):
+    """m, h, n after `dt` with their rates frozen; m and n share one division (~8 % of a step).
+
+    With s = α + β for each gate, m_inf = α_m s_n / (s_m s_n) and n_inf = α_n s_m / (s_m s_n).
+    At strongly negative voltages both totals grow and both steady states tend to 0, which a
+    product overflowing to a zero reciprocal also gives; the gates stay finite for v above
+    about -1,600 mV in float32 (-1,800 mV with separate divisions) and -12,800 mV in float64.
+    h, whose total grows there while its steady state tends to 1, keeps its own division.
+    """
+    (am, bm), (ah, bh), (an, bn) = rates
+    total_m, total_n = am + bm, an + bn
+    r = 1.0 / (total_m * total_n)
+    m_inf = am * (r * total_n)
+    n_inf = an * (r * total_m)
+    m = m_inf + (m - m_inf) * jnp.exp(-dt * total_m)
+    n = n_inf + (n - n_inf) * jnp.exp(-dt * total_n)
+    return m, _gate(h, ah, bh, dt), n
+
+
 def _membrane(params: HHParams, m, h, n, i_stim):
     """Total conductance G (mS/cm²) and the driving sum (µA/cm²) with v_inf = sum / G."""
     g_na = params.g_na * (m * m * m) * h
@@ -150,10 +169,7 @@ def exp_euler_step(
     **Returns:** the new [`HHState`][].
     """
     v, m, h, n = state.v, state.m, state.h, state.n
-    (am, bm), (ah, bh), (an, bn) = fast_rates(params, v, phi)
-    m = _gate(m, am, bm, dt)
-    h = _gate(h, ah, bh, dt)
-    n = _gate(n, an, bn, dt)
+    m, h, n = _gates(m, h, n, fast_rates(params, v, phi), dt)
     g, drive = _membrane(params, m, h, n, i_stim)
     v_inf = drive / g
     v = v_inf + (v - v_inf) * jnp.exp(-dt * g / params.c_m)
@@ -281,10 +297,7 @@ def _chunk_kernel(
             t_k = t0_ + (start_step + j).astype(dtype) * dt_
             i_stim = current(t_k + 0.5 * dt_)
             v0 = state.v
-            (am, bm), (ah, bh), (an, bn) = fast_rates(params, v0, 1.0)
-            m = _gate(state.m, am, bm, dt_phi)
-            h = _gate(state.h, ah, bh, dt_phi)
-            n = _gate(state.n, an, bn, dt_phi)
+            m, h, n = _gates(state.m, state.h, state.n, fast_rates(params, v0, 1.0), dt_phi)
             g, drive = _membrane(params, m, h, n, i_stim)
             v_inf = drive / g
             rate = g * dt_inv_c  # per step
