@@ -15,7 +15,7 @@ import pytest
 
 import hhjax
 from hhjax import kinetics as K
-from hhjax._fast import fast_rates
+from hhjax._fast import _run_chunk, exp_euler_step, fast_rates
 
 REFERENCE = pathlib.Path(__file__).parent / "reference" / "neuron_hh_step10.json"
 
@@ -170,6 +170,49 @@ def test_shared_and_per_neuron_stimulus_agree():
     per_neuron = hhjax.simulate_batch(p, hhjax.Step(jnp.full(7, 10.0), 5.0), 40.0, dt=0.05)
     shared = hhjax.simulate_batch(p, hhjax.Step(10.0, 5.0), 40.0, dt=0.05)
     np.testing.assert_array_equal(per_neuron.spike_times, shared.spike_times)
+
+
+def test_shared_and_per_neuron_parameters_agree():
+    # Fields equal for all neurons stay scalars inside simulate_batch; broadcasting them by
+    # hand must not change a bit.
+    p, amps = _batch_inputs()
+    shared = p.replace(g_na=120.0)
+    per_neuron = shared.broadcast()
+    a = hhjax.simulate_batch(shared, amps, 40.0, dt=0.05, max_spikes=4)
+    b = hhjax.simulate_batch(per_neuron, amps, 40.0, dt=0.05, max_spikes=4)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    assert len(set(np.asarray(a.spike_count).tolist())) > 1
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_vector_width_option_keeps_results(dtype):
+    # The CPU compile asks for 512-bit vectors; elementwise IEEE arithmetic must not change.
+    p, amps = _batch_inputs(dtype)
+    config = (0.0, 0.05, 80, 10, 0, 0.0, 4, ("v",), 1)
+    wide = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 7, "cpu")
+    default = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 7, "other")
+    for x, y in zip(jax.tree_util.tree_leaves(wide), jax.tree_util.tree_leaves(default)):
+        np.testing.assert_array_equal(x, y)
+    assert int(jnp.sum(wide[0])) > 0
+
+
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)])
+def test_gate_update_finite_and_exact_over_wide_voltages(dtype, rtol):
+    # m and n share one division; compare with one division per gate, from -1.5 V to +1.5 V.
+    p = hhjax.HHParams.neuron().astype(dtype)
+    v = jnp.linspace(-1500.0, 1500.0, 30001, dtype=dtype)
+    x0 = jnp.full_like(v, 0.4)
+    state = hhjax.HHState(v, x0, x0, x0)
+    got = exp_euler_step(p, state, 0.0, 0.025)
+    phi = 3.0 ** ((p.temperature - 6.3) / 10.0)
+    rates = fast_rates(p.astype(jnp.float64), jnp.asarray(v, jnp.float64), phi)
+    for name, (a, b) in zip("mhn", rates):
+        x = np.asarray(getattr(got, name), np.float64)
+        assert np.all(np.isfinite(x)) and np.all((x >= 0) & (x <= 1)), name
+        total = a + b
+        want = a / total + (0.4 - a / total) * np.exp(-0.025 * total)
+        np.testing.assert_allclose(x, want, rtol=rtol, atol=1e-30 if dtype == jnp.float64 else 1e-7)
 
 
 def test_float32_in_float32_out():
