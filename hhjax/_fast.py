@@ -375,7 +375,8 @@ def _run_chunk_impl(params, stimulus, y0, config, size):
 
 # XLA:CPU emits 256-bit vectors by default. The step is arithmetic-bound (exponentials and
 # divisions on arrays that stay in cache), so on CPUs with AVX-512 asking LLVM for 512-bit
-# vectors runs it ~1.4x faster (benchmarks/results/batch.json); elsewhere the hint is a no-op.
+# vectors ran it ~1.3-1.4x faster on one core here (benchmarks/README.md, "What changed");
+# elsewhere LLVM narrows the vectors again. Results are bit-identical (tests/test_fast.py).
 _CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 _run_chunk_cpu = eqx.filter_jit(_run_chunk_impl, compiler_options=_CPU_COMPILER_OPTIONS)
 _run_chunk_other = eqx.filter_jit(_run_chunk_impl)
