@@ -540,7 +540,9 @@ def simulate_batch(
     flat = lambda x: jnp.broadcast_to(jnp.asarray(x), batch_shape).reshape(size)
     # Fields shared by all neurons stay scalars: a per-neuron copy would be read every step
     # (about 12 % of the step's time when all of them are copies).
-    params = jax.tree_util.tree_map(lambda x: x if jnp.ndim(x) == 0 else flat(x), params)
+    params = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x) if jnp.ndim(x) == 0 else flat(x), params
+    )
     if y0 is not None:
         y0 = jax.tree_util.tree_map(lambda x: flat(x).astype(dtype), y0)
     per_neuron = stimulus is not None and _per_neuron_stimulus(stimulus, size, dtype)

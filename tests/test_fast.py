@@ -174,24 +174,37 @@ def test_shared_and_per_neuron_stimulus_agree():
 
 def test_shared_and_per_neuron_parameters_agree():
     # Fields equal for all neurons stay scalars inside simulate_batch; broadcasting them by
-    # hand must not change a bit.
-    p, amps = _batch_inputs()
+    # hand gives the same trajectories. (The program differs, so XLA may round the block-end
+    # crossing refinement differently: spike times agree to ~1e-14 ms.)
+    p, amps = _batch_inputs()  # g_na per neuron, the other fields scalars
     shared = p.replace(g_na=120.0)
-    per_neuron = shared.broadcast()
-    a = hhjax.simulate_batch(shared, amps, 40.0, dt=0.05, max_spikes=4)
-    b = hhjax.simulate_batch(per_neuron, amps, 40.0, dt=0.05, max_spikes=4)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_array_equal(x, y)
-    assert len(set(np.asarray(a.spike_count).tolist())) > 1
+    for mixed in (p, shared):
+        per_neuron = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, amps.shape), mixed)
+        assert all(jnp.shape(getattr(per_neuron, f)) == (7,) for f in per_neuron.field_names)
+        a = hhjax.simulate_batch(mixed, amps, 40.0, dt=0.05, max_spikes=4)
+        b = hhjax.simulate_batch(per_neuron, amps, 40.0, dt=0.05, max_spikes=4)
+        for name in ("spike_count", "dropped", "final_state"):
+            for x, y in zip(
+                jax.tree_util.tree_leaves(getattr(a, name)),
+                jax.tree_util.tree_leaves(getattr(b, name)),
+            ):
+                np.testing.assert_array_equal(x, y)
+        np.testing.assert_allclose(a.spike_times, b.spike_times, rtol=0, atol=1e-12)
+        assert len(set(np.asarray(a.spike_count).tolist())) > 1
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_vector_width_option_keeps_results(dtype):
-    # The CPU compile asks for 512-bit vectors; elementwise IEEE arithmetic must not change.
-    p, amps = _batch_inputs(dtype)
+    # The CPU compile asks for 512-bit vectors (XLA accepts the option: unknown ones raise);
+    # elementwise IEEE arithmetic must not change. (On CPUs without AVX-512 both compiles
+    # use the same width and the test checks only that the option is accepted.)
+    # 67 neurons: full 512- and 256-bit vectors plus a remainder.
+    amps = jnp.linspace(0.0, 30.0, 67, dtype=dtype)
+    g_na = jnp.linspace(90.0, 140.0, 67, dtype=dtype)
+    p = hhjax.HHParams.neuron(temperature=10.0).replace(g_na=g_na).astype(dtype)
     config = (0.0, 0.05, 80, 10, 0, 0.0, 4, ("v",), 1)
-    wide = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 7, "cpu")
-    default = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 7, "other")
+    wide = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 67, "cpu")
+    default = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 67, "other")
     for x, y in zip(jax.tree_util.tree_leaves(wide), jax.tree_util.tree_leaves(default)):
         np.testing.assert_array_equal(x, y)
     assert int(jnp.sum(wide[0])) > 0
@@ -293,14 +306,16 @@ def test_spike_times_adaptive_float32_and_long_runs(neuron_spikes):
     p = hhjax.HHParams.neuron()
     stim = hhjax.Step(10.0, 5.0, 4005.0)
     p32 = p.astype(jnp.float32)
-    out = hhjax.spike_times_adaptive(p32, stim, 300.0, y0=hhjax.steady_state(p32, -65.0),
-                                     rtol=1e-6, atol=1e-6, max_spikes=32)
+    out = hhjax.spike_times_adaptive(
+        p32, stim, 300.0, y0=hhjax.steady_state(p32, -65.0), rtol=1e-6, atol=1e-6, max_spikes=32
+    )
     assert bool(out.ok) and out.times.dtype == jnp.float32
     n = int(out.count)
     assert n == int(np.sum(neuron_spikes < 300.0))
     np.testing.assert_allclose(out.times[:n], neuron_spikes[:n], atol=2e-3)
-    long = hhjax.spike_times_adaptive(p, stim, 4005.0, y0=hhjax.steady_state(p, -65.0),
-                                      rtol=1e-5, atol=1e-5, max_spikes=512)
+    long = hhjax.spike_times_adaptive(
+        p, stim, 4005.0, y0=hhjax.steady_state(p, -65.0), rtol=1e-5, atol=1e-5, max_spikes=512
+    )
     assert bool(long.ok) and 250 < int(long.count) < 300  # ~68 spikes per second
 
 
