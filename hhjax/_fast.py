@@ -403,6 +403,26 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _map_in_threads(fn, n: int, workers: int, on_result=None) -> list:
+    """`[fn(0), ..., fn(n - 1)]`, on `workers` threads when more than one.
+
+    XLA:CPU runs one compiled loop on one core, so independent parts of a batch run side by
+    side on threads. `on_result` sees each result, in order, as it arrives; on an error the
+    parts not yet started are cancelled.
+    """
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    out = []
+    try:
+        for result in pool.map(fn, range(n)) if pool else map(fn, range(n)):
+            out.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return out
+
+
 def _per_neuron_stimulus(stimulus, size: int, dtype) -> bool:
     """Whether `stimulus(t)` returns one value per neuron (True) or one shared value."""
     shape = jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape
@@ -600,17 +620,11 @@ def simulate_batch(
         out = jax.device_get(out)
         return jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], out)
 
-    outputs = []
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
     try:
-        results = pool.map(run_part, range(n_parts)) if pool else map(run_part, range(n_parts))
-        for out in results:
-            outputs.append(out)
-            if bar is not None:
-                bar.update(out[0].shape[0])  # the part's neurons (its spike counts)
+        # Each finished part advances the bar by its neurons (the length of its spike counts).
+        show = None if bar is None else (lambda out: bar.update(out[0].shape[0]))
+        outputs = _map_in_threads(run_part, n_parts, workers, on_result=show)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
 

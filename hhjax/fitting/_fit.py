@@ -21,7 +21,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import equinox as eqx
 import jax
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._fast import _available_cores
+from .._fast import _available_cores, _map_in_threads
 from .._params import HHParams
 from ._free import DEFAULT_FREE, FreeParams
 from ._grid import model_rest_state, simulate_grid
@@ -601,12 +600,7 @@ def fit_batch(
         return jax.device_get(out)
 
     t_start = time.perf_counter()
-    # XLA:CPU runs one compiled loop on one core: independent parts run on their own threads.
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(run_part, range(n_parts)))
-    else:
-        parts = [run_part(0)]
+    parts = _map_in_threads(run_part, n_parts, workers)
     out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:size], *parts)
     wall = time.perf_counter() - t_start
     n_res = recs[0].num_samples
