@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._fit import _core, _make_residual, _schedule
+from ._fit import _core_jit, _make_residual, _schedule
 from ._lm import residuals_and_jacobian
 
 __all__ = ["optax_loop", "default_optimizer"]
@@ -102,7 +102,7 @@ def optax_loop(base, data, theta_guess, key, *, spec, dts, init, y0_mode, nudges
         # Reuse the LM core's starting strategies with no LM polish (max_iter=0); for
         # "nudge" that is the point the nudging stages reach.
         iters, no_refit = _schedule(nudges, False, 0.0, theta_guess.dtype)
-        start = eqx.filter_jit(_core)(
+        start = _core_jit(
             base, data, theta_guess, key, iters, no_refit, spec=spec, dts=dts, init=init,
             max_iter=0, y0_mode=y0_mode, nudges=nudges, n_starts=n_starts, spread=spread,
             with_linear=with_linear)["theta"]
