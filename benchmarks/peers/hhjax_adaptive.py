@@ -5,15 +5,16 @@ Two routes: `simulate` (the dense solution on a 0.025 ms grid, crossings interpo
 `spike_times_adaptive` (solves that save nothing, ended by events at the crossings).
 """
 
+import functools
 import json
 import statistics
 import sys
-import time
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
+from _common import timed  # noqa: E402
 
 import hhjax  # noqa: E402
 
@@ -38,14 +39,7 @@ def via_events(tol):
 rows = []
 for method, fn in (("simulate", via_simulate), ("spike_times_adaptive", via_events)):
     for tol in cfg["tolerances"]:
-        start = time.perf_counter()
-        spikes, steps = fn(tol)
-        first = time.perf_counter() - start
-        walls = []
-        for _ in range(cfg["repeats"]):
-            start = time.perf_counter()
-            spikes, steps = fn(tol)
-            walls.append(time.perf_counter() - start)
+        first, walls, (spikes, steps) = timed(functools.partial(fn, tol), cfg["repeats"])
         n = min(len(spikes), len(ref))
         rows.append(
             dict(
