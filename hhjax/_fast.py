@@ -306,6 +306,9 @@ def _read_whole(buffer, size, zero):
 
 
 _RECORDABLE = ("v", "m", "h", "n")
+# Blocks whose crossings are stored together. XLA:CPU splits the scatter across threads (its
+# cost model sees the whole spike buffer); once per 32 blocks that hand-off costs nothing.
+_STORE_GROUP = 32
 
 
 def _chunk_kernel(
@@ -360,39 +363,53 @@ def _chunk_kernel(
         (state, crossed, t_c, _), _ = jax.lax.scan(step, init, steps, unroll=min(unroll, length))
         return state, crossed, t_c
 
-    def store(carry, state, crossed, t_cross):
-        count, buf, dropped = carry
+    def one_block(carry, b, length=block):
+        # Counts advance per block; the crossing time and its buffer slot leave as scan outputs
+        # and are stored once per group of blocks (one scatter per group, not per block).
+        state, count, dropped = carry
+        state, crossed, t_cross = run_block(state, b * block, length)
         slot = jnp.where((crossed > 0) & (count < max_spikes), count, max_spikes)
-        buf = buf.at[jnp.arange(size), slot].set(t_cross, mode="drop")
         dropped = dropped + jnp.maximum(crossed - 1, 0)
-        return count + crossed, buf, dropped
+        out = (slot, t_cross) + tuple(getattr(state, name) for name in record)
+        return (state, count + crossed, dropped), out
 
-    def outer(carry, b):
-        state, feats = carry
-        state, crossed, t_cross = run_block(state, b * block, block)
-        feats = store(feats, state, crossed, t_cross)
-        out = tuple(getattr(state, name) for name in record)
-        return (state, feats), out
+    def store(buf, slots, times):
+        rows = jnp.broadcast_to(jnp.arange(size), slots.shape)
+        return buf.at[rows, slots].set(times, mode="drop")
 
-    feats = (
+    def blocks(carry, first, n):
+        state, count, dropped, buf = carry
+        (state, count, dropped), (slots, times, *rec) = jax.lax.scan(
+            one_block, (state, count, dropped), first + jnp.arange(n, dtype=jnp.int32)
+        )
+        return (state, count, dropped, store(buf, slots, times)), tuple(rec)
+
+    def group(carry, g):
+        return blocks(carry, g * _STORE_GROUP, _STORE_GROUP)
+
+    carry = (
+        y0,
+        jnp.zeros((size,), jnp.int32),
         jnp.zeros((size,), jnp.int32),
         jnp.full((size, max_spikes), jnp.nan, dtype),
-        jnp.zeros((size,), jnp.int32),
     )
-    (state, feats), recorded = jax.lax.scan(
-        outer, (y0, feats), jnp.arange(n_blocks, dtype=jnp.int32)
-    )
+    pieces = [tuple(getattr(y0, name)[None] for name in record)]
+    n_groups, rest = divmod(n_blocks, _STORE_GROUP)
+    if n_groups:
+        carry, rec = jax.lax.scan(group, carry, jnp.arange(n_groups, dtype=jnp.int32))
+        pieces.append(tuple(r.reshape((-1, size)) for r in rec))
+    if rest:
+        carry, rec = blocks(carry, n_groups * _STORE_GROUP, rest)
+        pieces.append(rec)
     if tail:
-        state, crossed, t_cross = run_block(state, n_blocks * block, tail)
-        feats = store(feats, state, crossed, t_cross)
-        recorded = tuple(
-            jnp.concatenate([r, getattr(state, name)[None]], axis=0)
-            for r, name in zip(recorded, record)
+        state, count, dropped, buf = carry
+        (state, count, dropped), (slot, t_cross, *rec) = one_block(
+            (state, count, dropped), n_blocks, tail
         )
-    recorded = tuple(
-        jnp.concatenate([getattr(y0, name)[None], r], axis=0).T for r, name in zip(recorded, record)
-    )
-    count, buf, dropped = feats
+        carry = (state, count, dropped, store(buf, slot[None], t_cross[None]))
+        pieces.append(tuple(r[None] for r in rec))
+    recorded = tuple(jnp.concatenate(rs, axis=0).T for rs in zip(*pieces)) if record else ()
+    state, count, dropped, buf = carry
     return count, buf, dropped, state, recorded
 
 
