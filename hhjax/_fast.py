@@ -15,8 +15,9 @@ step's midpoint $t_k + \\Delta t/2$ (so a step edge on the grid is never ambiguo
    Unconditionally stable (the membrane is linear in $v$ once the gates are fixed), like
    NEURON's implicit voltage step, and exact for a passive membrane.
 
-The scheme is first order in $\\Delta t$ (the two half-updates are staggered, as in NEURON's
-fixed step). [`ExponentialEuler`][] exposes it as a Diffrax solver for [`hhjax.simulate`][];
+Each half-update is exact for what it freezes and the two are staggered, as in NEURON's fixed
+step; measured spike-time errors fall as $\\Delta t^2$ (1.08 / 0.27 / 0.043 ms for the 60th
+spike at 0.05 / 0.025 / 0.01 ms, `benchmarks/accuracy.py`). [`ExponentialEuler`][] exposes it as a Diffrax solver for [`hhjax.simulate`][];
 [`simulate_batch`][] runs it as a plain `lax.scan` over many neurons that keeps only features
 (spike count, spike times, rate, optionally a coarse record), so memory does not grow with the
 simulated time and any number of neurons runs in chunks.
@@ -335,7 +336,7 @@ def _chunk_kernel(
         # time is formed in the step itself (one division, see `_crossing_fraction`), so the
         # loop carries one extra array for it instead of the step's data.
         held = (jnp.zeros((size + 1,), dtype), jnp.zeros((size + 1,), dtype))
-        init = (state, jnp.zeros((size,), jnp.int32), jnp.zeros((size,), dtype), held)
+        init = (state, jnp.zeros((size,), jnp.int32), jnp.full((size,), jnp.nan, dtype), held)
 
         def step(carry, j):
             state, crossed, t_c, held = carry
@@ -354,7 +355,9 @@ def _chunk_kernel(
             v_inf = drive / g
             v1 = v_inf + (v0 - v_inf) * jnp.exp(-g * dt_inv_c)
             up = (v0 < thr) & (v1 >= thr)
-            first = up & (crossed == 0)
+            # "First in this block" from t_c itself: the count is then read only by its own
+            # update and XLA updates it in place (no copy each step).
+            first = up & jnp.isnan(t_c)
             t_c = jnp.where(first, t_k + _crossing_fraction(v0, v1, v_inf, thr) * dt_, t_c)
             crossed = crossed + up.astype(jnp.int32)
             return (HHState(v1, m, h, n), crossed, t_c, held), None
