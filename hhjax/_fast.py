@@ -17,10 +17,11 @@ step's midpoint $t_k + \\Delta t/2$ (so a step edge on the grid is never ambiguo
 
 Each half-update is exact for what it freezes and the two are staggered, as in NEURON's fixed
 step; measured spike-time errors fall as $\\Delta t^2$ (1.08 / 0.27 / 0.043 ms for the 60th
-spike at 0.05 / 0.025 / 0.01 ms, `benchmarks/accuracy.py`). [`ExponentialEuler`][] exposes it as a Diffrax solver for [`hhjax.simulate`][];
-[`simulate_batch`][] runs it as a plain `lax.scan` over many neurons that keeps only features
-(spike count, spike times, rate, optionally a coarse record), so memory does not grow with the
-simulated time and any number of neurons runs in chunks.
+spike at 0.05 / 0.025 / 0.01 ms, `benchmarks/accuracy.py`). [`ExponentialEuler`][] exposes it
+as a Diffrax solver for [`hhjax.simulate`][]; [`simulate_batch`][] runs it as a plain
+`lax.scan` over many neurons that keeps only features (spike count, spike times, rate,
+optionally a coarse record), so memory does not grow with the simulated time and any number of
+neurons runs in chunks.
 
 Two cheaper paths for single neurons sit here too: [`spike_times_adaptive`][] (adaptive
 solves that save nothing, each ended by a Diffrax event at a threshold crossing) and
@@ -294,7 +295,7 @@ class BatchFeatures(eqx.Module):
 # compute-bound (more flops than bytes), as it does for the guarded rates α_m and α_n. Inside the
 # time loop that means a hand-off to a second thread every step, which then spins between steps
 # and takes cycles from a part running on the other core (two parts on two cores: 225-230 M
-# neuron-steps/s split, 250-260 unsplit; benchmarks/README.md). A fusion that ends in an in-place
+# neuron-steps/s split, 243-250 unsplit; benchmarks/README.md). A fusion that ends in an in-place
 # dynamic-update-slice is never split, so the two rates are written into a carried buffer one
 # element longer than the batch, at a start index known only at run time (0 or 1; the same one
 # for reading back), and read back from it. The values are untouched (tests/test_fast.py).
