@@ -89,11 +89,16 @@ def vector_field(t, y: HHState, args) -> HHState:
     The time derivative as an [`HHState`][] (mV/ms and 1/ms).
     """
     params, stimulus = args
+    return _derivative(t, y, params, stimulus, gate_rates(params, y.v))
+
+
+def _derivative(t, y: HHState, params: HHParams, stimulus, rates) -> HHState:
+    """The right-hand side given the gate rates `((am, bm), (ah, bh), (an, bn))` at `y.v`."""
     v, m, h, n = y.v, y.m, y.h, y.n
     i_na, i_k, i_l = ionic_currents(params, v, m, h, n)
     i_stim = 0.0 if stimulus is None else stimulus(t)
     dv = (i_stim - i_na - i_k - i_l) / params.c_m
-    (am, bm), (ah, bh), (an, bn) = gate_rates(params, v)
+    (am, bm), (ah, bh), (an, bn) = rates
     return HHState(
         v=dv,
         m=am * (1.0 - m) - bm * m,
