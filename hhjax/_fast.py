@@ -31,6 +31,7 @@ scalars of an [`HHParams`][]).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -316,7 +317,8 @@ _STORE_GROUP = 32
 def _chunk_kernel(
     params, stimulus, y0, zero, t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll
 ):
-    """Simulate one chunk of neurons; `zero` is a run-time int32 0 or 1, later arguments static."""
+    """Simulate one chunk of neurons; `zero` is a run-time int32 0 or 1 (or `None`: no held
+    rates, for accelerators), later arguments static."""
     dtype = y0.v.dtype
     size = y0.v.shape[0]
     dt_ = jnp.asarray(dt, dtype)
@@ -336,7 +338,7 @@ def _chunk_kernel(
         # Within a block at most one crossing per neuron is stored (spikes are ms apart). Its
         # time is formed in the step itself (one division, see `_crossing_fraction`), so the
         # loop carries one extra array for it instead of the step's data.
-        held = (jnp.zeros((size + 1,), dtype), jnp.zeros((size + 1,), dtype))
+        held = () if zero is None else (jnp.zeros((size + 1,), dtype),) * 2
         init = (state, jnp.zeros((size,), jnp.int32), jnp.full((size,), jnp.nan, dtype), held)
 
         def step(carry, j):
@@ -350,7 +352,7 @@ def _chunk_kernel(
                 held = (_keep_whole(held[0], am, zero), _keep_whole(held[1], an, zero))
                 return _read_whole(held[0], size, zero), _read_whole(held[1], size, zero)
 
-            rates = _fast_rates(params, v0, 1.0, hold)
+            rates = _fast_rates(params, v0, 1.0, None if zero is None else hold)
             m, h, n = _gates(state.m, state.h, state.n, rates, dt_phi)
             g, drive = _membrane(params, m, h, n, i_stim)
             v_inf = drive / g
@@ -417,7 +419,7 @@ def _chunk_kernel(
     return count, buf, dropped, state, recorded
 
 
-def _run_chunk_impl(params, stimulus, y0, config, size):
+def _run_chunk_impl(params, stimulus, y0, config, size, hold_rates=True):
     t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll = config
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
@@ -428,7 +430,8 @@ def _run_chunk_impl(params, stimulus, y0, config, size):
             y0 = jax.vmap(rest_state)(params.broadcast())
     y0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(jnp.asarray(x, dtype), (size,)), y0)
     # Any index in [0, 1] serves `_keep_whole`; this one is 0 but comes from a run-time value.
-    zero = jnp.isnan(jnp.ravel(params.c_m)[0]).astype(jnp.int32)
+    # The held rates are an XLA:CPU workaround; other backends skip the extra copies.
+    zero = jnp.isnan(jnp.ravel(params.c_m)[0]).astype(jnp.int32) if hold_rates else None
     return _chunk_kernel(
         params, stimulus, y0, zero, t0, dt, n_blocks, block, tail, threshold, max_spikes, record,
         unroll,
@@ -441,7 +444,7 @@ def _run_chunk_impl(params, stimulus, y0, config, size):
 # elsewhere LLVM narrows the vectors again. Results are bit-identical (tests/test_fast.py).
 _CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 _run_chunk_cpu = eqx.filter_jit(_run_chunk_impl, compiler_options=_CPU_COMPILER_OPTIONS)
-_run_chunk_other = eqx.filter_jit(_run_chunk_impl)
+_run_chunk_other = eqx.filter_jit(functools.partial(_run_chunk_impl, hold_rates=False))
 
 
 def _run_chunk(params, stimulus, y0, config, size, platform="cpu"):
