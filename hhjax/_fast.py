@@ -253,13 +253,16 @@ def _crossing_fraction(v0, v1, v_inf, threshold):
     and $b = (v_1 - v_\infty)/(v_0 - v_\infty)$. With the (1, 1) Padé form
     $\ln(1 - x) \approx -2x/(2 - x)$ for both logarithms this is
     $s = (\theta - v_0)(v_0 + v_1 - 2 v_\infty) / ((v_1 - v_0)(v_0 + \theta - 2 v_\infty))$:
-    exact at both ends, and within 0.03 of a step of the exact $s$ for $\lambda \le 1$
-    ($\lambda \approx 1.1$ at a 0 mV crossing with `dt = 0.025`; linear interpolation is off
-    by up to 0.12 there). Only meaningful where $v_0 < \theta \le v_1$; clipped to [0, 1].
+    exact at both ends and off the exact $s$ by at most 0.008 / 0.031 / 0.11 of a step for
+    $\lambda = G \Delta t / C_m \le$ 0.5 / 1 / 2 (tested). At a 0 mV upstroke crossing with
+    hh.mod parameters and `dt = 0.025`, $\lambda \approx 0.25$ at 6.3 °C and 0.45 at 20 °C,
+    where linear interpolation would be off by up to 0.03 and 0.06 of a step. Only meaningful
+    where $v_0 < \theta \le v_1$ (then the denominator is nonzero); clipped to [0, 1], and 1
+    should rounding ever make it 0/0, so that a stored time is never NaN.
     """
     num = (threshold - v0) * (v0 + v1 - 2.0 * v_inf)
     den = (v1 - v0) * (v0 + threshold - 2.0 * v_inf)
-    return jnp.clip(num / den, 0.0, 1.0)
+    return jnp.clip(jnp.where(den != 0.0, num / den, 1.0), 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------- batch features
@@ -272,8 +275,9 @@ class BatchFeatures(eqx.Module):
     - `spike_times`: the first `max_spikes` crossing times (ms), NaN-padded,
       shape `(*batch, max_spikes)`. Each is where the step's own voltage solution (the
       exponential toward $v_\\infty$ with conductances frozen) crosses, located with a Padé
-      form of its logarithm: within 6e-5 ms of that path's exact crossing at `dt = 0.025`
-      (5e-4 ms at 0.05), far inside the scheme's own error (see [`ExponentialEuler`][]).
+      form of its logarithm: for hh.mod at 6.3 °C within 6e-5 ms of that path's exact
+      crossing at `dt = 0.025` (5e-4 ms at 0.05; ~1.2e-4 ms at 20 °C), far inside the
+      scheme's own error (see [`ExponentialEuler`][]).
     - `rate`: `spike_count` over the simulated span (Hz).
     - `final_state`: the [`HHState`][] at `t1` (continue a run with it as `y0`).
     - `dropped`: spikes counted but not stored because two crossings fell inside one block
