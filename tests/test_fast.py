@@ -174,8 +174,8 @@ def test_shared_and_per_neuron_stimulus_agree():
 
 def test_shared_and_per_neuron_parameters_agree():
     # Fields equal for all neurons stay scalars inside simulate_batch; broadcasting them by
-    # hand gives the same trajectories. (The program differs, so XLA may round the block-end
-    # crossing refinement differently: spike times agree to ~1e-14 ms.)
+    # hand gives the same trajectories. (The program differs, so XLA may round the crossing
+    # fraction differently: spike times agree to ~1e-14 ms.)
     p, amps = _batch_inputs()  # g_na per neuron, the other fields scalars
     shared = p.replace(g_na=120.0)
     for mixed in (p, shared):
@@ -197,7 +197,8 @@ def test_shared_and_per_neuron_parameters_agree():
 def test_vector_width_option_keeps_results(dtype):
     # The CPU compile asks for 512-bit vectors (XLA accepts the option: unknown ones raise);
     # elementwise IEEE arithmetic must not change. (On CPUs without AVX-512 both compiles
-    # use the same width and the test checks only that the option is accepted.)
+    # use the same width and the test checks only that the option is accepted.) The "other"
+    # compile also skips the CPU-only held rates, so this compares those too.
     # 67 neurons: full 512- and 256-bit vectors plus a remainder.
     amps = jnp.linspace(0.0, 30.0, 67, dtype=dtype)
     g_na = jnp.linspace(90.0, 140.0, 67, dtype=dtype)
