@@ -173,6 +173,7 @@ def calibration(ts, v, i_inj, rows):
             worst = max(worst, abs(z_fit - z_lin))
     out["max_abs_z_difference"] = worst
     out["z_sd_fit"] = {n: float(np.std(out["z_fit"][n], ddof=1)) for n in FREE}
+    out["correlation"] = (cov / np.outer(se_theta, se_theta)).tolist()  # of the fitted theta
     return out
 
 
