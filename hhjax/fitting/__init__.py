@@ -11,6 +11,7 @@ hhjax.fitting.plot_fit(res)
 """
 
 from ._fit import INITS as INITS
+from ._fit import NOISE_MODELS as NOISE_MODELS
 from ._fit import NUDGE_SCHEDULE as NUDGE_SCHEDULE
 from ._fit import FitResult as FitResult
 from ._fit import Trace as Trace
@@ -34,6 +35,7 @@ __all__ = [
     "FreeParams",
     "INITS",
     "LINEAR_FIELDS",
+    "NOISE_MODELS",
     "NUDGE_SCHEDULE",
     "Recording",
     "Trace",

@@ -8,7 +8,11 @@ The default pipeline ("lm") is the one that recovers conductances reliably and f
    ([`linear_estimate`][]), or the better of it and `params0`;
 2. Levenberg–Marquardt on the whole-trace residuals $(v_{sim} - v_{obs})/\\sigma$, simulated on the
    sample grid ([`simulate_grid`][]) with forward-mode Jacobians;
-3. uncertainty from the Gauss–Newton curvature at the optimum: $\\mathrm{cov} = s^2 (J^T J)^{-1}$.
+3. uncertainty from the Gauss–Newton curvature at the optimum: $\\mathrm{cov} = s^2 (J^T J)^{-1}$
+   for white noise (default), or the sandwich $H^{-1} \\Omega H^{-1}$ ($H = J^T J$) with a
+   kernel estimate of the residuals' autocovariance in $\\Omega$ when the noise is
+   correlated in time (`noise="correlated"`); a fit whose residuals say the white-noise
+   intervals are too narrow warns.
 
 Fallbacks for when no good start exists: annealed nudging (`init="nudge"`) and vmapped
 multi-start (`init="multistart"`). `method="optax"` runs a first-order Optax loop instead
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import equinox as eqx
@@ -36,9 +41,11 @@ from ._linear import LINEAR_FIELDS, linear_estimate_arrays
 from ._lm import staged_levenberg_marquardt
 from ._recording import Recording
 
-__all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS"]
+__all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS", "NOISE_MODELS"]
 
 INITS = ("auto", "linear", "guess", "nudge", "multistart")
+NOISE_MODELS = ("white", "correlated")
+_WARN_SE_RATIO = 1.5  # warn when correlated-noise SEs exceed the white-noise ones by this
 _FALLBACK_INITS = ("auto", "linear", "guess")
 _Z95 = 1.959963984540054
 NUDGE_SCHEDULE = (30.0, 10.0, 3.0, 1.0, 0.3)
@@ -77,7 +84,14 @@ class FitResult:
     - `free`: the names of the fitted fields.
     - `values`: `{name: fitted value}` (natural units).
     - `stderr`: `{name: standard error}`; `ci`: `{name: (low, high)}`, the 95 % interval
-      value ± 1.96 SE (Gauss–Newton curvature at the optimum).
+      value ± 1.96 SE (Gauss–Newton curvature at the optimum; for `noise="correlated"`, the
+      sandwich with the residuals' estimated autocovariance).
+    - `noise`: the noise model of `stderr` (`"white"` or `"correlated"`).
+    - `se_ratio`: `{name: correlated-noise SE / white-noise SE}`, both from this fit's
+      residuals: ≈ 1 when the residuals are white; well above 1 when they are correlated in
+      time (coloured recording noise or model mismatch), and then the white-noise intervals
+      are too narrow by that factor.
+    - `residual_lag1`: lag-1 autocorrelation of the residuals (0 for white noise).
     - `cov`, `corr`: covariance (natural units) and correlation matrices, ordered as `free`.
     - `poorly_identified`: names whose relative SE exceeds 50 % (5 mV for potentials) or whose
       curvature is singular.
@@ -110,6 +124,9 @@ class FitResult:
     method: str
     init: str
     fallback_used: bool = False
+    noise: str = "white"
+    se_ratio: dict = dataclasses.field(default_factory=dict)
+    residual_lag1: float = 0.0
 
     def summary(self) -> str:
         """A small text table of values, standard errors and intervals."""
@@ -282,8 +299,63 @@ def _history(out, n_res):
 _core_jit = eqx.filter_jit(_core)
 
 
-def _uncertainty(spec, theta, r, jac, sigma_from: str):
-    """Standard errors and 95 % intervals in natural units from $J$ at the optimum."""
+def _bartlett_bandwidth(x):
+    """Andrews' AR(1) plug-in bandwidth $S = 1.1447\\,(\\alpha n)^{1/3}$ for the Bartlett kernel,
+    $\\alpha = 4\\rho^2 / ((1 - \\rho)^2 (1 + \\rho)^2)$ (Andrews 1991, Econometrica 59:817,
+    eq. 6.4, one series)."""
+    den = float(np.sum(x[:-1] ** 2))
+    rho = float(np.clip(np.sum(x[1:] * x[:-1]) / den, -0.999, 0.999)) if den > 0 else 0.0
+    alpha = 4 * rho**2 / ((1 - rho) ** 2 * (1 + rho) ** 2)
+    return max(1.1447 * (alpha * len(x)) ** (1 / 3), 1.0)
+
+
+def _noise_spectrum(r, nfft):
+    r"""Spectrum $S(\omega) = \sum_l \hat\gamma(l) e^{-i\omega l}$ of the residuals' autocovariance
+    on the `rfft` grid of `nfft` points: AR(1) prewhitening $u_t = r_t - \phi r_{t-1}$, a
+    Bartlett-tapered autocovariance of $u$ (Andrews' bandwidth), recoloured by
+    $1/|1 - \phi e^{-i\omega}|^2$ (the prewhitened kernel estimate of Andrews & Monahan 1992,
+    Econometrica 60:953, applied to the noise rather than the scores)."""
+    den = float(np.sum(r[:-1] ** 2))
+    phi = float(np.clip(np.sum(r[1:] * r[:-1]) / den, -0.999, 0.999)) if den > 0 else 0.0
+    u = r[1:] - phi * r[:-1]
+    bw = _bartlett_bandwidth(u)
+    acov = np.fft.irfft(np.abs(np.fft.rfft(u, nfft)) ** 2, nfft) / len(u)
+    lag = np.minimum(np.arange(nfft), nfft - np.arange(nfft))
+    s_u = np.fft.rfft(acov * np.clip(1.0 - lag / bw, 0.0, None)).real
+    omega = 2 * np.pi * np.arange(len(s_u)) / nfft
+    return s_u / np.abs(1.0 - phi * np.exp(-1j * omega)) ** 2
+
+
+def _long_run_cov(jac, r):
+    r"""$\Omega = \sum_l \hat\gamma(l) \sum_t J_{t+l} J_t^T$: the covariance of $J^T \varepsilon$
+    for noise that is stationary and correlated in time, with $\hat\gamma$ from the residuals `r`
+    ([`_noise_spectrum`][]); summed over lags in the frequency domain (Parseval), so the cost
+    is $O(p^2 n \log n)$ whatever the correlation time.
+
+    Taking the autocovariance from the residuals, not from the scores $J_t r_t$, keeps the
+    estimate stable when $J_t$ varies along the trace (large inside spikes). Measured against
+    the exact $(J^T J)^{-1} J^T \Sigma J (J^T J)^{-1}$ for AR(1) noise on the recovery study's
+    trace (12 seeds): standard errors 0.995–1.000 of exact at correlation times 0.05 and
+    0.2 ms, 0.98 at 1 ms, 0.96 at 3 ms (spread 0.01–0.14); 1.00 for white noise. A Bartlett
+    estimate on the residuals without prewhitening gave 0.89–0.97; Newey–West on the scores
+    0.6–1.2, and prewhitened on the scores 1.2–6.4 at 0.2 ms."""
+    n, p = jac.shape
+    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    spec = _noise_spectrum(r, nfft)
+    jf = np.fft.rfft(jac, nfft, axis=0)
+    weight = np.full(len(spec), 2.0)  # rfft keeps half the frequencies: double the inner ones
+    weight[0] = 1.0
+    if nfft % 2 == 0:
+        weight[-1] = 1.0
+    return np.real(np.einsum("k,ka,kb->ab", weight * spec, np.conj(jf), jf)) / nfft
+
+
+def _uncertainty(spec, theta, r, jac, sigma_from: str, noise: str = "white", segments=None):
+    """Standard errors and 95 % intervals in natural units from $J$ at the optimum.
+
+    `segments`: sample counts of the recordings in `r` (noise is taken as independent
+    between recordings); default one. Returns the pieces of a [`FitResult`][], among them
+    `se_ratio` (correlated / white SE) whatever `noise` is."""
     theta, r, jac = (np.asarray(a, dtype=np.float64) for a in (theta, r, jac))
     n, p = jac.shape
     if sigma_from == "residuals":
@@ -294,25 +366,38 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str):
     d = np.sqrt(np.maximum(np.diag(jtj), 1e-300))
     scaled = jtj / np.outer(d, d)
     cond = float("inf")
-    cov_theta = np.full((p, p), np.inf)
-    if np.all(np.isfinite(scaled)) and np.isfinite(s2):  # a failed fit has no curvature
+    cov_white = np.full((p, p), np.inf)
+    cov_corr = np.full((p, p), np.inf)
+    ok = np.all(np.isfinite(scaled)) and np.isfinite(s2) and np.all(np.isfinite(r))
+    if ok:  # a failed fit has no curvature
         eig = np.linalg.eigvalsh(scaled)
         cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
         try:
-            cov_theta = s2 * np.linalg.inv(scaled) / np.outer(d, d)
+            inv = np.linalg.inv(scaled) / np.outer(d, d)  # (J^T J)^{-1}
         except np.linalg.LinAlgError:
-            pass
+            inv = None
+        if inv is not None:
+            cov_white = s2 * inv
+            omega = np.zeros((p, p))
+            cuts = np.cumsum(segments or [n])[:-1]
+            for j_seg, r_seg in zip(np.split(jac, cuts), np.split(r, cuts)):
+                omega += _long_run_cov(j_seg, r_seg)
+            # The same degrees-of-freedom correction as s^2, so that both agree on white noise.
+            cov_corr = inv @ omega @ inv * (n / max(n - p, 1))
     dx = np.asarray(spec.dx_dtheta(theta), dtype=np.float64)
+    cov_theta = cov_corr if noise == "correlated" else cov_white
     cov = cov_theta * np.outer(dx, dx)
     x = np.asarray(spec.to_natural(theta), dtype=np.float64)
     var = np.diag(cov)
     se = np.sqrt(np.where(var >= 0, var, np.inf))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / np.outer(se, se)
+        ratio = np.sqrt(np.diag(cov_corr) / np.diag(cov_white))
     values = {nm: float(x[k]) for k, nm in enumerate(spec.names)}
     stderr = {nm: float(se[k]) for k, nm in enumerate(spec.names)}
     ci = {nm: (float(x[k] - _Z95 * se[k]), float(x[k] + _Z95 * se[k]))
           for k, nm in enumerate(spec.names)}
+    se_ratio = {nm: float(ratio[k]) for k, nm in enumerate(spec.names)}
     poor = []
     for k, nm in enumerate(spec.names):
         if not np.isfinite(se[k]) or cond > 1e14:
@@ -321,7 +406,37 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str):
             poor.append(nm)
         elif spec.transforms[k] == "linear" and se[k] > 5.0:
             poor.append(nm)
-    return values, stderr, ci, cov, corr, tuple(poor), cond, float(np.sqrt(s2))
+    return values, stderr, ci, cov, corr, tuple(poor), cond, float(np.sqrt(s2)), se_ratio
+
+
+def _lag1(r, segments):
+    """Lag-1 autocorrelation of the residuals, pooled over recordings."""
+    num = den = 0.0
+    for seg in np.split(np.asarray(r, dtype=np.float64), np.cumsum(segments)[:-1]):
+        e = seg - seg.mean()
+        num += float(np.sum(e[1:] * e[:-1]))
+        den += float(np.sum(e * e))
+    return num / den if den > 0 else float("nan")
+
+
+def _warn_if_correlated(results, noise):
+    """One warning when white-noise intervals are too narrow for the residuals."""
+    if noise != "white":
+        return
+    bad = [r for r in results
+           if max(r.se_ratio.values(), default=1.0) > _WARN_SE_RATIO]
+    if not bad:
+        return
+    worst = max(bad, key=lambda r: max(r.se_ratio.values()))
+    name = max(worst.se_ratio, key=worst.se_ratio.get)
+    where = "" if len(results) == 1 else f" in {len(bad)} of {len(results)} fits"
+    warnings.warn(
+        f"fit: the residuals are correlated in time{where} (lag-1 autocorrelation "
+        f"{worst.residual_lag1:.2f}): the white-noise standard errors are too small by up to "
+        f"x{worst.se_ratio[name]:.1f} ({name}). Pass noise='correlated' for intervals from the "
+        "residuals' autocovariance; see FitResult.se_ratio.",
+        stacklevel=3,
+    )
 
 
 def _residual_sigma_mv(r, recs, p):
@@ -329,6 +444,18 @@ def _residual_sigma_mv(r, recs, p):
     sig = np.concatenate([np.full(rec.num_samples, rec.sigma) for rec in recs])
     e = np.asarray(r) * sig
     return float(np.sqrt(np.sum(e * e) / max(e.size - p, 1)))
+
+
+def _check_noise(noise, sigma_from):
+    if sigma_from not in ("residuals", "recording"):
+        raise ValueError(f"`sigma_from` must be 'residuals' or 'recording', got {sigma_from!r}.")
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"`noise` must be one of {NOISE_MODELS}, got {noise!r}.")
+    if noise == "correlated" and sigma_from != "residuals":
+        raise ValueError(
+            "`noise='correlated'` estimates the noise covariance from the residuals; "
+            "`sigma_from='recording'` applies to `noise='white'` only."
+        )
 
 
 def _check_common(recs, free, params0, init, method, y0):
@@ -345,10 +472,12 @@ def _check_common(recs, free, params0, init, method, y0):
     return params0
 
 
-def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n_iter, conv):
+def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n_iter, conv,
+                  noise="white"):
     theta = out["theta"]
-    values, stderr, ci, cov, corr, poor, cond, sig = _uncertainty(
-        spec, theta, out["r"], out["jac"], sigma_from
+    segments = [rec.num_samples for rec in recs]
+    values, stderr, ci, cov, corr, poor, cond, sig, se_ratio = _uncertainty(
+        spec, theta, out["r"], out["jac"], sigma_from, noise, segments
     )
     params = spec.apply(jnp.asarray(theta), base)
     traces = []
@@ -380,6 +509,9 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
         wall_time=wall,
         method=method,
         init=init,
+        noise=noise,
+        se_ratio=se_ratio,
+        residual_lag1=_lag1(r, segments),
     )
 
 
@@ -396,6 +528,7 @@ def fit(
     transforms: Mapping[str, str] | None = None,
     y0: str = "rest",
     sigma_from: str = "residuals",
+    noise: str = "white",
     nudges: Sequence[float] = NUDGE_SCHEDULE,
     n_starts: int = 16,
     spread: float = 3.0,
@@ -437,6 +570,14 @@ def fit(
       or `"data"` (gates at steady state of the first recorded voltage).
     - `sigma_from`: noise level for the uncertainty: `"residuals"` (default, $s^2 = \\|r\\|^2
       /(n-p)$) or `"recording"` (each recording's stated `sigma`).
+    - `noise`: `"white"` (default): independent samples, $\\mathrm{cov} = s^2 (J^T J)^{-1}$;
+      `"correlated"`: noise correlated in time (coloured recording noise, or model mismatch
+      that leaves structure in the residuals): the sandwich $H^{-1}\\Omega H^{-1}$, $H = J^T J$,
+      where $\\Omega$ sums $J_{t+l} J_t^T$ over lags weighted by the residuals' autocovariance
+      (per recording; AR(1)-prewhitened Bartlett estimate, Andrews' bandwidth). Either way
+      `FitResult.se_ratio` gives the ratio of the two, and a white-noise fit warns when it
+      exceeds 1.5. Coloured noise also defeats [`estimate_noise`][] (second differences see
+      little of it): give such recordings their `sigma`, measured on a quiet baseline.
     - `seed`: random seed of the multi-start draws.
     - Optax loop only (`method="optax"`): `optimizer` (default: Adam, learning rate 0.02, on
       the transformed coordinates), `steps`, `clip` (global gradient-norm clip; `None` for
@@ -457,8 +598,7 @@ def fit(
     """
     recs = _as_recordings(recordings)
     params0 = _check_common(recs, free, params0, init, method, y0)
-    if sigma_from not in ("residuals", "recording"):
-        raise ValueError(f"`sigma_from` must be 'residuals' or 'recording', got {sigma_from!r}.")
+    _check_noise(noise, sigma_from)
     spec = FreeParams.make(free, params0, transforms, bounds)
     with_linear = isinstance(params0, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
     if init == "linear" and not with_linear:
@@ -497,8 +637,9 @@ def fit(
         )
     wall = time.perf_counter() - t_start
     res = _build_result(spec, params0, out, recs, sigma_from, hist, method, init, wall, n_iter,
-                        conv)
+                        conv, noise)
     res.fallback_used = used
+    _warn_if_correlated([res], noise)
     return res
 
 
@@ -516,6 +657,7 @@ def fit_batch(
     transforms: Mapping[str, str] | None = None,
     y0: str = "rest",
     sigma_from: str = "residuals",
+    noise: str = "white",
     nudges: Sequence[float] = NUDGE_SCHEDULE,
     n_starts: int = 16,
     spread: float = 3.0,
@@ -551,6 +693,7 @@ def fit_batch(
     """
     recs = _as_recordings(recordings)
     params0 = _check_common(recs, free, params0, init, "lm", y0)
+    _check_noise(noise, sigma_from)
     lengths = {r.num_samples for r in recs}
     dts = {round(r.dt, 12) for r in recs}
     if len(lengths) != 1 or len(dts) != 1:
@@ -609,9 +752,10 @@ def fit_batch(
         o = jax.tree_util.tree_map(lambda a, k=k: a[k], out)
         b = base[k] if batched else base
         res = _build_result(spec, b, o, [rec], sigma_from, _history(o, n_res), "lm", init, wall,
-                            int(o["n_iter"]), bool(o["converged"]))
+                            int(o["n_iter"]), bool(o["converged"]), noise)
         res.fallback_used = bool(o["used"])
         results.append(res)
+    _warn_if_correlated(results, noise)
     return results
 
 
