@@ -136,6 +136,19 @@ def summarise(rows, condition):
     return out
 
 
+def truth_jacobian(ts, v, i_inj):
+    """The fit's residual function at the truth: its Jacobian (samples × free, in the fit's
+    coordinates), its value there (the discretisation residual) and the `FreeParams`."""
+    from hhjax.fitting._fit import _make_residual
+    from hhjax.fitting._free import FreeParams
+
+    spec = FreeParams.make(FREE, TRUTH_P, None, None)
+    th_true = jnp.asarray(spec.to_theta(spec.values(TRUTH_P)))
+    clean = [(jnp.asarray(v), jnp.asarray(i_inj), jnp.asarray(1.0))]
+    resid = _make_residual(spec, TRUTH_P, clean, (DT,), "rest")
+    return np.asarray(jax.jacfwd(resid)(th_true)), np.asarray(resid(th_true)), spec
+
+
 def calibration(ts, v, i_inj, rows):
     """How well the reported intervals are calibrated, separated from the luck of the seeds.
 
@@ -146,18 +159,10 @@ def calibration(ts, v, i_inj, rows):
     noise draws alone. Returns the match (in standard errors) and, per parameter, the z-scores
     of the fits and of the linear prediction.
     """
-    from hhjax.fitting._fit import _make_residual
-    from hhjax.fitting._free import FreeParams
-
-    spec = FreeParams.make(FREE, TRUTH_P, None, None)
-    th_true = np.asarray(spec.to_theta(spec.values(TRUTH_P)))
-    clean = [(jnp.asarray(v), jnp.asarray(i_inj), jnp.asarray(1.0))]
-    resid = _make_residual(spec, TRUTH_P, clean, (DT,), "rest")
-    jac = np.asarray(jax.jacfwd(resid)(jnp.asarray(th_true)))
-    r0 = np.asarray(resid(jnp.asarray(th_true)))  # discretisation residual, ~1e-4 mV
+    jac, r0, spec = truth_jacobian(ts, v, i_inj)  # r0: discretisation residual, ~1e-4 mV
     cov = np.linalg.inv(jac.T @ jac)
     se_theta = np.sqrt(np.diag(cov))
-    dx = np.asarray(spec.dx_dtheta(jnp.asarray(th_true)))
+    dx = np.asarray(spec.dx_dtheta(spec.to_theta(spec.values(TRUTH_P))))
     out = dict(seeds=[], z_fit={n: [] for n in FREE}, z_linear={n: [] for n in FREE})
     worst = 0.0
     for row in sorted(rows, key=lambda r: r["seed"]):
