@@ -180,8 +180,8 @@ def exact_se_ratio(ts, v, i_inj, tau):
 
 def summarise_tau(rows, exact):
     n = len(rows)
-    # A fit at the optimum leaves the noise: final mean squared residual ≈ 1 σ² (0.83–1.17 over
-    # 100 seeds from the truth at τ = 1 ms); a local minimum leaves 3–50 σ².
+    # A fit at the optimum leaves the noise: final mean squared residual ≈ 1 σ² (0.82–1.25 over
+    # 200 seeds from the truth at τ = 1 ms); a local minimum leaves 3–50 σ².
     out = dict(n=n, per_parameter={}, success=sum(r["success"] for r in rows),
                at_optimum=sum(r["final_loss"] < 1.5 for r in rows),
                fallbacks=sum(r["fallback_used"] for r in rows),
