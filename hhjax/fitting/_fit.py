@@ -342,6 +342,8 @@ def _long_run_cov(jac, r):
     recording spans few correlation times, as residuals lose the slow noise that smooth
     Jacobian columns absorb (0.89–0.93 for 80 correlation times, tests/test_fitting.py)."""
     n, p = jac.shape
+    if n < 3:  # too short for an autocovariance: the white-noise meat
+        return jac.T @ jac * float(np.mean(r * r))
     nfft = 1 << int(np.ceil(np.log2(2 * n)))
     spec = _noise_spectrum(r, nfft)
     jf = np.fft.rfft(jac, nfft, axis=0)
@@ -360,24 +362,23 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str, noise: str = "white", seg
     `se_ratio` (correlated / white SE) whatever `noise` is."""
     theta, r, jac = (np.asarray(a, dtype=np.float64) for a in (theta, r, jac))
     n, p = jac.shape
-    if sigma_from == "residuals":
-        s2 = float(np.sum(r * r) / max(n - p, 1))
-    else:
-        s2 = 1.0
+    s2_res = float(np.sum(r * r) / max(n - p, 1))
+    s2 = s2_res if sigma_from == "residuals" else 1.0
     jtj = jac.T @ jac
     d = np.sqrt(np.maximum(np.diag(jtj), 1e-300))
     scaled = jtj / np.outer(d, d)
     cond = float("inf")
     cov_white = np.full((p, p), np.inf)
     cov_corr = np.full((p, p), np.inf)
-    ok = np.all(np.isfinite(scaled)) and np.isfinite(s2) and np.all(np.isfinite(r))
+    inv = None
+    ok = np.all(np.isfinite(scaled)) and np.isfinite(s2_res)
     if ok:  # a failed fit has no curvature
         eig = np.linalg.eigvalsh(scaled)
         cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
         try:
             inv = np.linalg.inv(scaled) / np.outer(d, d)  # (J^T J)^{-1}
         except np.linalg.LinAlgError:
-            inv = None
+            pass
         if inv is not None:
             cov_white = s2 * inv
             omega = np.zeros((p, p))
@@ -394,7 +395,10 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str, noise: str = "white", seg
     se = np.sqrt(np.where(var >= 0, var, np.inf))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = cov / np.outer(se, se)
-        ratio = np.sqrt(np.diag(cov_corr) / np.diag(cov_white))
+        # Against the white-noise covariance with s^2 from the same residuals, so that a
+        # recording's stated sigma (sigma_from="recording") does not enter the ratio.
+        ratio = (np.sqrt(np.diag(cov_corr) / np.diag(s2_res * inv)) if inv is not None
+                 else np.full(p, np.nan))
     values = {nm: float(x[k]) for k, nm in enumerate(spec.names)}
     stderr = {nm: float(se[k]) for k, nm in enumerate(spec.names)}
     ci = {nm: (float(x[k] - _Z95 * se[k]), float(x[k] + _Z95 * se[k]))
@@ -434,9 +438,10 @@ def _warn_if_correlated(results, noise):
     where = "" if len(results) == 1 else f" in {len(bad)} of {len(results)} fits"
     warnings.warn(
         f"fit: the residuals are correlated in time{where} (lag-1 autocorrelation "
-        f"{worst.residual_lag1:.2f}): the white-noise standard errors are too small by up to "
-        f"x{worst.se_ratio[name]:.1f} ({name}). Pass noise='correlated' for intervals from the "
-        "residuals' autocovariance; see FitResult.se_ratio.",
+        f"{worst.residual_lag1:.2f}; coloured noise, model mismatch, or a fit short of its "
+        "optimum leave structure in them): the white-noise standard errors are too small by up "
+        f"to x{worst.se_ratio[name]:.1f} ({name}). Pass noise='correlated' for intervals from "
+        "the residuals' autocovariance; see FitResult.se_ratio.",
         stacklevel=3,
     )
 
