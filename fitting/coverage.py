@@ -96,7 +96,22 @@ def ar1_noisy(ts, v, i_inj, tau, seed):
                         metadata=dict(seed=seed, tau=tau))
 
 
-def fit_seeds(ts, v, i_inj, tau, seeds, part, rows_path, rows, start="truth"):
+def guesses(seeds, spread, el_spread):
+    """A batch of starting models: g_na, g_k, g_l, C log-uniform within ×`spread` of the truth,
+    E_L uniform within ±`el_spread` mV (one per seed, reproducible)."""
+    import jax.numpy as jnp
+
+    rows = []
+    for s in seeds:
+        rng = np.random.default_rng(90_000 + s)
+        g = {n: TRUTH[n] * spread ** rng.uniform(-1, 1) for n in ("g_na", "g_k", "g_l", "c_m")}
+        g["e_l"] = TRUTH["e_l"] + rng.uniform(-el_spread, el_spread)
+        rows.append(g)
+    return study.TRUTH_P.replace(**{n: jnp.asarray([g[n] for g in rows]) for n in FREE})
+
+
+def fit_seeds(ts, v, i_inj, tau, seeds, part, rows_path, rows, start="truth",
+              spread=(1.5, 5.0)):
     done = {r["seed"] for r in rows}
     todo = [s for s in seeds if s not in done]
     print(f"{len(done & set(seeds))} of {len(seeds)} seeds already fitted; {len(todo)} to go",
@@ -113,6 +128,9 @@ def fit_seeds(ts, v, i_inj, tau, seeds, part, rows_path, rows, start="truth"):
             recs = [ar1_noisy(ts, v, i_inj, tau, s) for s in chunk]
             if start == "truth":
                 res = hf.fit_batch(recs, FREE, study.TRUTH_P, init="guess", noise="correlated")
+            elif start == "guess":
+                res = hf.fit_batch(recs, FREE, guesses(chunk, *spread), init="guess",
+                                   noise="correlated")
             else:
                 res = hf.fit_batch(recs, FREE, init="linear", noise="correlated")
         wall = time.perf_counter() - t0
@@ -216,7 +234,12 @@ def markdown_tau(res) -> str:
         + ("Each fit starts at the truth (`init=\"guess\"`): this tests the intervals, not "
            "the start. " if res.get("start", "truth") == "truth" else
            "Each fit starts from the linear initialiser (`init=\"linear\"`, no guess), as "
-           "the study's no-guess condition: this tests the whole pipeline. ")
+           "the study's no-guess condition: this tests the whole pipeline. "
+           if res.get("start") == "linear" else
+           f"Each fit starts from a random guess (`init=\"guess\"`, conductances and C "
+           f"log-uniform within ×{res['spread'][0]:g} of the truth, E_L within "
+           f"±{res['spread'][1]:g} mV), LM then the nudging fallback: this tests the "
+           "pipeline given a guess. ")
         + "Both intervals come from the same fit: white-noise SE and "
         "`noise=\"correlated\"` SE (= white × `se_ratio`). Success (the study's "
         f"tolerances, which assume 1 mV white noise): {s['success']}/{s['n']}; at the "
@@ -292,29 +315,36 @@ def main():
     ap.add_argument("--tau", type=float, default=0.0,
                     help="AR(1) noise correlation time, ms (default 0: white noise, as the "
                          "study); > 0 fits from the truth and compares both noise models")
-    ap.add_argument("--start", choices=("truth", "linear"), default="truth",
+    ap.add_argument("--start", choices=("truth", "linear", "guess"), default="truth",
                     help="with --tau: start each fit at the truth (default; tests the "
-                         "intervals) or from the linear initialiser (tests the pipeline)")
+                         "intervals), from the linear initialiser (tests the pipeline), or "
+                         "from random guesses (--spread)")
+    ap.add_argument("--spread", type=float, nargs=2, default=(1.5, 5.0),
+                    metavar=("FACTOR", "EL_MV"),
+                    help="with --start guess: conductances and C within ×FACTOR of the truth "
+                         "(log-uniform), E_L within ±EL_MV (default 1.5 5)")
     args = ap.parse_args()
     if args.seeds < BLOCK or args.part < 1 or args.tau < 0:
         ap.error(f"--seeds must be at least {BLOCK}, --part at least 1, --tau at least 0")
     out_dir = study.HERE / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = (f"_tau{args.tau:g}" + ("_linear" if args.start == "linear" else "")) if args.tau \
-        else ""
+    suffix = {"truth": "", "linear": "_linear",
+              "guess": f"_guess{args.spread[0]:g}x{args.spread[1]:g}mV"}[args.start]
+    tag = f"_tau{args.tau:g}{suffix}" if args.tau else ""
     rows_path = out_dir / f"coverage_rows{tag}.json"
     rows = [] if args.fresh or not rows_path.exists() else json.loads(rows_path.read_text())
     meta = dict(python=platform.python_version(), jax=jax.__version__, cpus=os.cpu_count(),
                 load_at_start=os.getloadavg())
     ts, v, i_inj, _ = study.clean_data()
     rows = fit_seeds(ts, v, i_inj, args.tau, list(range(args.seeds)), args.part, rows_path,
-                     rows, args.start)
+                     rows, args.start, tuple(args.spread))
     rows = [r for r in rows if r["seed"] < args.seeds]
     # Fit time of all parts, including those fitted by earlier (resumed) runs; each part's
     # rows share its wall time.
     wall = float(sum({r["part_wall_s"] for r in rows}))
     if args.tau:
-        res = dict(meta=meta, sigma=SIGMA, tau=args.tau, start=args.start, wall_s=wall,
+        res = dict(meta=meta, sigma=SIGMA, tau=args.tau, start=args.start,
+                   spread=list(args.spread), wall_s=wall,
                    summary=summarise_tau(rows, exact_se_ratio(ts, v, i_inj, args.tau)))
         (out_dir / f"coverage{tag}.json").write_text(json.dumps(res, indent=1))
         (out_dir / f"coverage{tag}.md").write_text(markdown_tau(res))
