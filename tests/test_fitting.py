@@ -310,6 +310,27 @@ def test_fit_with_correlated_noise(trace):
         assert abs(corr.values[name] - float(getattr(TRUE, name))) < 4 * corr.stderr[name]
 
 
+def test_linear_start_floors_a_negative_conductance(trace):
+    # Coloured noise biases the linear estimate: here g_l comes out negative. The start puts
+    # it at 1 % of the largest conductance estimate (g_na), not at the edge of validity.
+    from hhjax.fitting._fit import _linear_theta
+    from hhjax.fitting._free import FreeParams
+
+    ts, v, i = trace
+    e = _ar1(len(v), np.exp(-DT / 1.0), np.random.default_rng(0))
+    rec = hf.Recording(ts, v + e, i, sigma=1.0)
+    est = hf.linear_estimate(rec)
+    assert float(est.g_l) < 0 < float(est.g_k) < float(est.g_na)
+    spec = FreeParams.make(FREE, TRUE, None, None)
+    guess = spec.to_theta(spec.values(TRUE))
+    data = [(rec.v, rec.i_inj, jnp.asarray(1.0))]
+    start = dict(zip(FREE, np.asarray(spec.to_natural(_linear_theta(spec, TRUE, data, (DT,),
+                                                                          guess)))))
+    assert start["g_l"] == pytest.approx(0.01 * float(est.g_na), rel=1e-9)
+    for name in ("g_na", "g_k", "e_l", "c_m"):
+        assert start[name] == pytest.approx(float(getattr(est, name)), rel=1e-9)
+
+
 def test_fit_argument_errors(noisy):
     with pytest.raises(ValueError, match="no field 'g_x'"):
         hf.fit(noisy, free=("g_x",))

@@ -192,17 +192,32 @@ def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
     return lambda theta: residual(theta)
 
 
+_LEAK_FLOOR = 0.01
+"""A conductance the linear initialiser estimates at or below zero starts at this fraction of
+the largest estimated conductance (see `_linear_theta`)."""
+
+
 def _linear_theta(spec, base, data, dts, fallback_theta):
     """The linear estimate in optimiser coordinates (free fields it cannot estimate keep
-    `fallback_theta`); unusable values (non-finite, or non-positive for a log field) are
-    clamped to the nearest bound of validity."""
+    `fallback_theta`).
+
+    Unusable values: a non-positive conductance (a field `g_*` in log coordinates) starts at
+    `_LEAK_FLOOR` of the largest positive conductance estimate, not at the edge of validity:
+    from 1e-6 mS/cm² the optimiser never climbs back (12 e-folds from a typical leak in log
+    coordinates; the leak then runs away, g_l → 0 with E_L → 10⁵–10⁶ mV). Coloured noise
+    biases the estimate this way (fitting/README.md). Other non-positive log fields (C) and
+    non-finite values keep `fallback_theta`."""
     names = tuple(n for n in spec.names if n in LINEAR_FIELDS)
     est = linear_estimate_arrays(base, [(v, i, dt) for (v, i, _), dt in zip(data, dts)], names)
     x = spec.values(est)
     is_log = jnp.asarray([t == "log" for t in spec.transforms])
-    x = jnp.where(is_log, jnp.maximum(x, 1e-6), x)
-    theta = spec.to_theta(x)
-    use = jnp.asarray([n in names for n in spec.names]) & jnp.isfinite(theta)
+    is_g = jnp.asarray([n.startswith("g_") for n in spec.names]) & is_log
+    ok = jnp.isfinite(x) & (~is_log | (x > 0))
+    floor = _LEAK_FLOOR * jnp.max(jnp.where(is_g & ok, x, 0.0))
+    x = jnp.where(is_g & ~ok & jnp.isfinite(x) & (floor > 0), floor, x)
+    ok = jnp.isfinite(x) & (~is_log | (x > 0))
+    theta = spec.to_theta(jnp.where(ok, x, 1.0))  # 1.0: a placeholder, replaced below
+    use = jnp.asarray([n in names for n in spec.names]) & ok & jnp.isfinite(theta)
     return spec.clip(jnp.where(use, theta, fallback_theta))
 
 
