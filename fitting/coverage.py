@@ -15,7 +15,8 @@ no-guess condition, through `fit_batch`) and reports, per parameter:
 - the match of each fit to its Gauss–Newton linearisation at the truth (the study's
   `calibration`).
 
-Run from the repository root (about 20 s per seed on 2 busy cores):
+Run from the repository root (white noise: 200 seeds in ~2.5 min on 2 cores, compilation included;
+AR(1) noise from the truth ~2 s per seed):
 
     python fitting/coverage.py                 # 200 seeds, σ = 1 mV
     python fitting/coverage.py --seeds 400     # more; seeds already fitted are kept
