@@ -314,12 +314,17 @@ def _history(out, n_res):
 _core_jit = eqx.filter_jit(_core)
 
 
+def _ar1_coefficient(x):
+    """Least-squares AR(1) coefficient of a series (no mean removed), kept inside ±0.999."""
+    den = float(np.sum(x[:-1] ** 2))
+    return float(np.clip(np.sum(x[1:] * x[:-1]) / den, -0.999, 0.999)) if den > 0 else 0.0
+
+
 def _bartlett_bandwidth(x):
     """Andrews' AR(1) plug-in bandwidth $S = 1.1447\\,(\\alpha n)^{1/3}$ for the Bartlett kernel,
     $\\alpha = 4\\rho^2 / ((1 - \\rho)^2 (1 + \\rho)^2)$ (Andrews 1991, Econometrica 59:817,
     eq. 6.4, one series)."""
-    den = float(np.sum(x[:-1] ** 2))
-    rho = float(np.clip(np.sum(x[1:] * x[:-1]) / den, -0.999, 0.999)) if den > 0 else 0.0
+    rho = _ar1_coefficient(x)
     alpha = 4 * rho**2 / ((1 - rho) ** 2 * (1 + rho) ** 2)
     return max(1.1447 * (alpha * len(x)) ** (1 / 3), 1.0)
 
@@ -330,8 +335,7 @@ def _noise_spectrum(r, nfft):
     Bartlett-tapered autocovariance of $u$ (Andrews' bandwidth), recoloured by
     $1/|1 - \phi e^{-i\omega}|^2$ (the prewhitened kernel estimate of Andrews & Monahan 1992,
     Econometrica 60:953, applied to the noise rather than the scores)."""
-    den = float(np.sum(r[:-1] ** 2))
-    phi = float(np.clip(np.sum(r[1:] * r[:-1]) / den, -0.999, 0.999)) if den > 0 else 0.0
+    phi = _ar1_coefficient(r)
     u = r[1:] - phi * r[:-1]
     bw = _bartlett_bandwidth(u)
     acov = np.fft.irfft(np.abs(np.fft.rfft(u, nfft)) ** 2, nfft) / len(u)
