@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
@@ -49,6 +50,7 @@ from jaxtyping import Array, ArrayLike
 from ._params import HHParams
 from ._simulate import (
     _adaptive_controller,
+    _as_state,
     _cast_floats,
     _jump_times,
     _model_field,
@@ -285,6 +287,9 @@ class BatchFeatures(eqx.Module):
     - `record_ts`: times (ms) of the coarse record, shape `(samples,)`, or `None`.
     - `record`: dict of recorded variables (`"v"`, `"m"`, `"h"`, `"n"`), each of shape
       `(*batch, samples)`, or `None`.
+    - `ok`: per neuron, `True` where the state stayed finite to `t1` (bool). A neuron that is
+      not `ok` has `rate` NaN and its counts and times are not to be used; `simulate_batch`
+      warns when there is one.
     """
 
     spike_count: Array
@@ -294,6 +299,7 @@ class BatchFeatures(eqx.Module):
     dropped: Array
     record_ts: Array | None
     record: dict | None
+    ok: Array | None = None
 
 
 # XLA:CPU splits a loop fusion across its intra-op thread pool when its cost model calls it
@@ -621,8 +627,7 @@ def simulate_batch(
     if stimulus is not None:
         shapes.append(jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape)
     if y0 is not None:
-        if not isinstance(y0, HHState):
-            y0 = HHState(*(jnp.asarray(x) for x in y0))
+        y0 = _as_state(y0, params)  # finite, gates in [0, 1]
         shapes.append(jnp.broadcast_shapes(*(jnp.shape(x) for x in y0)))
     batch_shape = jnp.broadcast_shapes(*shapes)
     size = int(np.prod(batch_shape, dtype=np.int64))
@@ -700,9 +705,25 @@ def simulate_batch(
     cat = lambda *xs: np.concatenate(xs, axis=0)
     count, buf, dropped, state, recorded = jax.tree_util.tree_map(cat, *outputs)
     unflat = lambda x: jnp.asarray(x.reshape(tuple(batch_shape) + x.shape[1:]))
-    count, buf, dropped = unflat(count), unflat(buf), unflat(dropped)
+    # A failed neuron is never a result: its state (and record) is non-finite from the step
+    # it failed at, since NaN and inf propagate through the update.
+    ok = np.all([np.isfinite(x) for x in state], axis=0)
+    if record:
+        ok = ok & np.all([np.all(np.isfinite(r), axis=-1) for r in recorded], axis=0)
+    if not np.all(ok):
+        first = np.unravel_index(np.argmax(~ok), tuple(batch_shape))
+        warnings.warn(
+            f"simulate_batch: {np.sum(~ok)} of {ok.size} neuron(s) ended with a non-finite state "
+            f"(first: index {tuple(int(i) for i in first)}); their `rate` is NaN and `ok` "
+            "False. Causes: a non-finite parameter or stimulus value given under jit, "
+            "parameters with no resting state (all conductances 0: pass `y0`), or overflow "
+            "at extreme values.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    rate = np.where(ok, count.astype(dtype) * (1000.0 / (t1 - t0)), np.nan).astype(dtype)
+    count, buf, dropped, rate, ok = map(unflat, (count, buf, dropped, rate, ok))
     state = jax.tree_util.tree_map(unflat, state)
-    rate = count.astype(dtype) * (1000.0 / (t1 - t0))
     if record:
         record_ts = t0 + dt * np.concatenate(
             [block * np.arange(n_blocks + 1), [n_steps] if tail else []]
@@ -711,7 +732,7 @@ def simulate_batch(
         recorded = {name: unflat(r) for name, r in zip(record, recorded)}
     else:
         record_ts, recorded = None, None
-    return BatchFeatures(count, buf, rate, state, dropped, record_ts, recorded)
+    return BatchFeatures(count, buf, rate, state, dropped, record_ts, recorded, ok)
 
 
 def _run_split(params, stimulus, y0, per_neuron, config, devices, size):
@@ -904,8 +925,8 @@ def spike_times_adaptive(
         stimulus.check_span(t0, t1)
         stimulus = _cast_floats(stimulus, dtype)
     jumps = _jump_times(stimulus, t0, t1)
-    if y0 is not None and not isinstance(y0, HHState):
-        y0 = HHState(*(jnp.asarray(x) for x in y0))
+    if y0 is not None:
+        y0 = _as_state(y0, params)  # finite, gates in [0, 1]
     config = (t0, t1, solver, float(rtol), float(atol), float(threshold), max_spikes, max_steps)
     return _adaptive_spikes(params, stimulus, y0, jumps, config)
 
@@ -940,7 +961,16 @@ def value_and_grad_forward(fun, argnums: int = 0):
             value = fun(*call, **kwargs)
             return value, value
 
-        grad, value = jax.jacfwd(both, has_aux=True)(args[argnums])
+        try:
+            grad, value = jax.jacfwd(both, has_aux=True)(args[argnums])
+        except TypeError as error:
+            if "custom_vjp" not in str(error):
+                raise
+            raise TypeError(
+                "value_and_grad_forward: forward-mode differentiation reached a reverse-only "
+                "adjoint. Inside `fun`, call hhjax.simulate(..., adjoint=diffrax.ForwardMode()) "
+                "(the default diffrax.RecursiveCheckpointAdjoint supports reverse mode only)."
+            ) from error
         return value, grad
 
     return wrapped

@@ -7,6 +7,14 @@ $v_{\\mathrm{ref}}$ is the voltage the kinetics were measured from: 0 mV in Hodg
 own (1952) convention, -65 mV in the modern convention used by NEURON's ``hh.mod``. With that
 single shift the two conventions share one set of formulas.
 
+Every exponential goes through [`exp_safe`][]: exact up to an exponent of
+[`EXP_CAP`][] (50, far outside any membrane potential a cell can reach) and continued linearly
+beyond it, so the rates and their derivatives stay finite for every finite voltage. Adaptive
+solvers evaluate the vector field at wild trial states inside steps they later reject (a Tsit5
+stage at -125,000 mV was seen during a spike at 50 µA/cm²); an overflowing exponential there
+is harmless to the forward solve but turns the whole reverse-mode gradient into NaN, because
+the rejected branch receives a zero cotangent and 0 · inf = NaN.
+
 Two rates, $\\alpha_n$ and $\\alpha_m$, have the form $a (c - u) / (\\exp((c - u)/k) - 1)$, which is
 0/0 at $u = c$. They are evaluated through [`xexpm1`][], whose double-`where` guard keeps both the
 value and its gradient finite and exact at that point.
@@ -21,6 +29,8 @@ from jaxtyping import Array, ArrayLike
 __all__ = [
     "Q10",
     "T_REF",
+    "EXP_CAP",
+    "exp_safe",
     "xexpm1",
     "alpha_m",
     "beta_m",
@@ -42,6 +52,30 @@ T_REF = 6.3
 _TAYLOR_EPS = 1e-4
 
 
+EXP_CAP = 50.0
+"""Largest exponent [`exp_safe`][] evaluates exactly; $e^{50} \\approx 5 \\times 10^{21}$ leaves
+headroom even in float32. For the 1952 rates it is reached only below -475 mV (from the
+reference potential)."""
+
+
+def exp_safe(x: ArrayLike) -> Array:
+    r"""$e^x$ for $x \le$ [`EXP_CAP`][], continued by its tangent line beyond: never overflows.
+
+    **Arguments:**
+
+    - `x`: any real array.
+
+    **Returns:**
+
+    $e^{\min(x, c)}\,(1 + \max(x - c, 0))$ with $c$ = `EXP_CAP`: exactly `exp(x)` wherever a
+    membrane can be, continuous with a continuous, non-zero derivative everywhere (no clipping
+    that would silently zero a gradient).
+    """
+    x = jnp.asarray(x)
+    capped = jnp.minimum(x, EXP_CAP)
+    return jnp.exp(capped) * (1.0 + (x - capped))
+
+
 def xexpm1(x: ArrayLike) -> Array:
     r"""$x / (e^x - 1)$, finite with a finite gradient everywhere, including $x = 0$.
 
@@ -58,7 +92,9 @@ def xexpm1(x: ArrayLike) -> Array:
     x = jnp.asarray(x)
     small = jnp.abs(x) < _TAYLOR_EPS
     safe_x = jnp.where(small, jnp.ones_like(x), x)
-    exact = safe_x / jnp.expm1(safe_x)
+    capped = jnp.minimum(safe_x, EXP_CAP)
+    # expm1 up to the cap, exp_safe(x) - 1 beyond it: no overflow, so no inf in the gradient.
+    exact = safe_x / (jnp.expm1(capped) + jnp.exp(capped) * (safe_x - capped))
     taylor = 1.0 - x / 2.0 + x * x / 12.0
     return jnp.where(small, taylor, exact)
 
@@ -70,12 +106,12 @@ def alpha_m(u: ArrayLike) -> Array:
 
 def beta_m(u: ArrayLike) -> Array:
     """Na activation closing rate (1/ms)."""
-    return 4.0 * jnp.exp(-jnp.asarray(u) / 18.0)
+    return 4.0 * exp_safe(-jnp.asarray(u) / 18.0)
 
 
 def alpha_h(u: ArrayLike) -> Array:
     """Na inactivation recovery rate (1/ms)."""
-    return 0.07 * jnp.exp(-jnp.asarray(u) / 20.0)
+    return 0.07 * exp_safe(-jnp.asarray(u) / 20.0)
 
 
 def beta_h(u: ArrayLike) -> Array:
@@ -90,7 +126,7 @@ def alpha_n(u: ArrayLike) -> Array:
 
 def beta_n(u: ArrayLike) -> Array:
     """K activation closing rate (1/ms)."""
-    return 0.125 * jnp.exp(-jnp.asarray(u) / 80.0)
+    return 0.125 * exp_safe(-jnp.asarray(u) / 80.0)
 
 
 def temperature_factor(temperature: ArrayLike) -> Array:

@@ -6,6 +6,7 @@ Units: ms, mV, µA/cm².
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from ._vector_field import (
 __all__ = [
     "Trajectory",
     "SimulationError",
+    "RESULTS",
     "simulate",
     "steady_state",
     "rest_state",
@@ -51,6 +53,16 @@ class SimulationError(RuntimeError):
     """A solve did not reach `t1` (too many steps, a non-finite state, or a solver failure)."""
 
 
+class RESULTS(diffrax.RESULTS):  # pyright: ignore
+    """Diffrax's result codes plus hhjax's own: a solve that ran to `t1` but whose state
+    stopped being finite (a fixed step beyond the solver's stability limit) is a failure too."""
+
+    nonfinite_state = (
+        "The state became non-finite (NaN or inf) although the solver reported success: the "
+        "fixed step is beyond this solver's stability limit (or an input is non-finite)."
+    )
+
+
 class Trajectory(eqx.Module):
     """The solution of [`hhjax.simulate`][] on its save grid.
 
@@ -60,14 +72,15 @@ class Trajectory(eqx.Module):
     - `state`: the model's state PyTree (for HH an [`HHState`][]); `traj.v` (mV) and, for HH,
       the gates `traj.m`, `traj.h`, `traj.n` read from it.
     - `i_stim`: the injected current at the save times (µA/cm²).
-    - `result`: Diffrax's result code; `ok` says whether every solve succeeded.
+    - `result`: the result code ([`hhjax.RESULTS`][]: Diffrax's codes plus `nonfinite_state`);
+      `ok` says, per neuron, whether the solve reached `t1` with a finite state throughout.
     - `num_steps`: accepted plus rejected solver steps taken.
     """
 
     ts: Array
     state: Any
     i_stim: Array
-    result: diffrax.RESULTS
+    result: RESULTS
     num_steps: Array
 
     @property
@@ -92,8 +105,8 @@ class Trajectory(eqx.Module):
 
     @property
     def ok(self) -> Array:
-        """`True` where the solve reached `t1`."""
-        return self.result == diffrax.RESULTS.successful
+        """`True` where the solve reached `t1` and every saved state is finite."""
+        return self.result == RESULTS.successful
 
     def final_state(self):
         """The state at the last save time (usable as `y0` to continue)."""
@@ -231,7 +244,11 @@ def _as_state(y0, params: AbstractModel):
         state = state_type(*(jnp.asarray(x) for x in values))
     for name in (f.name for f in dataclasses.fields(state)):
         value = _concrete(getattr(state, name))
-        if name == "v" or value is None:
+        if value is None:
+            continue
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"`y0.{name}` must be finite, got {value}.")
+        if name == "v":
             continue
         if not np.all((value >= 0) & (value <= 1)):
             raise ValueError(f"`y0.{name}` is a gate and must lie in [0, 1], got {value}.")
@@ -274,12 +291,31 @@ def _is_traced(tree) -> bool:
 
 
 def _result_message(result) -> str:
-    messages = diffrax.RESULTS._index_to_message
+    messages = RESULTS._index_to_message
     index = int(result)
     return messages[index] if 0 <= index < len(messages) else f"diffrax result code {index}."
 
 
 # ---------------------------------------------------------------------------- the solve
+def _padded_length(n: int) -> int:
+    """`n` rounded up to one of 8 lengths per octave (at most 1/8 longer).
+
+    The compiled solve is keyed on its save grid's shape; padding the grid (with copies of its
+    last time) to a few bucketed lengths lets a new `t1` reuse a compilation instead of costing
+    a new one (~2.5 s) each time.
+    """
+    if n <= 64:
+        return 64
+    quantum = 2 ** (max(n - 1, 1).bit_length() - 4)
+    return -(-n // quantum) * quantum
+
+
+def _finite(tree):
+    """Per-neuron: every leaf finite along its last (time) axis."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x), axis=-1) for x in leaves])
+
+
 @eqx.filter_jit
 def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     solver, dt0, rtol, atol, max_steps, throw, adjoint = config
@@ -314,7 +350,13 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
             adjoint=adjoint,
         )
         ys = sol.ys
-        return ys, sol.result, sol.stats["num_steps"]
+        result = RESULTS.promote(sol.result)
+        # A fixed-step solver past its stability limit "succeeds" with NaN or inf states.
+        bad = (result == RESULTS.successful) & ~_finite(ys)
+        result = RESULTS.where(bad, RESULTS.nonfinite_state, result)
+        if throw:
+            ys = result.error_if(ys, bad)
+        return ys, result, sol.stats["num_steps"]
 
     batch = params.batch_shape
     if batch:
@@ -334,6 +376,30 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     i_stim = jnp.broadcast_to(i_stim, ys.v.shape)
     ts = jnp.broadcast_to(save_ts, ys.v.shape)
     return Trajectory(ts, ys, i_stim, result, steps)
+
+
+@eqx.filter_jit
+def _rest(params):
+    if params.batch_shape:
+        flat = jax.tree_util.tree_map(lambda x: x.reshape(-1), params.broadcast())
+        y = jax.vmap(type(params).rest_state)(flat)
+        return jax.tree_util.tree_map(lambda x: x.reshape(params.batch_shape), y)
+    return params.rest_state()
+
+
+def _checked_rest_state(params):
+    """The rest state of concrete parameters, or a clear error if there is none."""
+    y0 = _rest(params)
+    finite = np.asarray(_finite(jax.tree_util.tree_map(lambda x: jnp.expand_dims(x, -1), y0)))
+    if not np.all(finite):
+        where = "" if finite.ndim == 0 else f" (neuron {np.argwhere(~finite)[0].tolist()})"
+        v = np.asarray(y0.v).reshape(-1)[~finite.reshape(-1)][0]
+        raise ValueError(
+            f"simulate: no resting state for these parameters{where}: the rest-state solve gave "
+            f"v = {v} mV. This happens when every conductance is 0 (nothing sets a rest potential) or the "
+            "membrane has no steady state. Pass `y0` (e.g. hhjax.steady_state(p, -65.0))."
+        )
+    return y0
 
 
 def _model_field(t, y, args):
@@ -435,6 +501,12 @@ def simulate(
         adjoint = diffrax.RecursiveCheckpointAdjoint()
 
     traced = _is_traced((params, stimulus, y0))
+    if y0 is None and not traced:
+        # Found eagerly so that a membrane with no rest (all conductances 0) is named here,
+        # instead of surfacing as a NaN state that stalls the step-size controller.
+        y0 = _checked_rest_state(params)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
     config = (
         solver,
         dt0,
@@ -444,16 +516,34 @@ def simulate(
         bool(throw and traced),
         adjoint,
     )
-    traj = _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config)
+    n_save = len(save_ts)
+    if step_grid is None:
+        save_ts = np.concatenate([save_ts, np.full(_padded_length(n_save) - n_save, save_ts[-1])])
+    # 0-d arrays are traced values, not static arguments: a new t1 does not recompile.
+    t0_, t1_ = np.array(t0), np.array(t1)
+    traj = _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0_, t1_, config)
+    if len(save_ts) != n_save:
+        traj = eqx.tree_at(
+            lambda tr: (tr.ts, tr.state, tr.i_stim),
+            traj,
+            jax.tree_util.tree_map(
+                lambda x: x[..., :n_save], (traj.ts, traj.state, traj.i_stim)
+            ),
+        )
     if throw and not traced:
         ok = np.asarray(traj.ok)
         if not np.all(ok):
             bad = np.asarray(traj.result._value).reshape(-1)[~ok.reshape(-1)][0]
+            fixes = (
+                f"Fixes: a smaller `dt0` (now {dt0} ms), or a stable scheme such as "
+                "hhjax.ExponentialEuler() or an adaptive solver."
+                if bad == RESULTS.nonfinite_state._value
+                else f"Fixes: raise `max_steps` (now {max_steps}), loosen `rtol`/`atol`, try a "
+                "stiff solver such as diffrax.Kvaerno5(), or check the parameters."
+            )
             raise SimulationError(
                 f"simulate: the {type(solver).__name__} solve on [{t0}, {t1}] ms failed "
-                f"({np.sum(~ok)} of {ok.size} neuron(s)): {_result_message(bad)} "
-                f"Fixes: raise `max_steps` (now {max_steps}), loosen `rtol`/`atol`, try a stiff "
-                "solver such as diffrax.Kvaerno5(), or check the parameters. Pass throw=False to "
-                "get the partial result with traj.ok instead."
+                f"({np.sum(~ok)} of {ok.size} neuron(s)): {_result_message(bad)} {fixes} Pass "
+                "throw=False to get the partial result with traj.ok instead."
             )
     return traj
