@@ -1,77 +1,56 @@
 """hhjax: differentiable Hodgkin–Huxley simulation and fitting on JAX and Diffrax.
 
 Units everywhere: mV, ms, µA/cm², mS/cm², µF/cm², °C.
+
+Public names load on first use (PEP 562), so that the `hhjax` command and `hhjax --help` answer
+without importing JAX (3–8 s); `from hhjax import X` and `hhjax.X` work as usual.
 """
 
-from . import _kinetics as kinetics
-from . import fitting as fitting
-from . import io as io
-from . import models as models
-from ._fast import AdaptiveSpikes as AdaptiveSpikes
-from ._fast import BatchFeatures as BatchFeatures
-from ._fast import ExponentialEuler as ExponentialEuler
-from ._fast import simulate_batch as simulate_batch
-from ._fast import spike_times_adaptive as spike_times_adaptive
-from ._fast import value_and_grad_forward as value_and_grad_forward
-from ._features import FICurve as FICurve
-from ._features import fi_curve as fi_curve
-from ._features import firing_rate as firing_rate
-from ._features import spike_count as spike_count
-from ._features import spike_times as spike_times
-from ._model import AbstractModel as AbstractModel
-from ._params import FIELDS as FIELDS
-from ._params import HHParams as HHParams
-from ._simulate import SimulationError as SimulationError
-from ._simulate import Trajectory as Trajectory
-from ._simulate import currents as currents
-from ._simulate import rest_state as rest_state
-from ._simulate import simulate as simulate
-from ._simulate import steady_state as steady_state
-from ._stimulus import AbstractStimulus as AbstractStimulus
-from ._stimulus import OUNoise as OUNoise
-from ._stimulus import Pulses as Pulses
-from ._stimulus import Sampled as Sampled
-from ._stimulus import Step as Step
-from ._stimulus import SumStimulus as SumStimulus
-from ._vector_field import Currents as Currents
-from ._vector_field import HHState as HHState
-from ._vector_field import gates_inf as gates_inf
-from ._vector_field import ionic_currents as ionic_currents
-from ._vector_field import vector_field as vector_field
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AbstractModel",
-    "AbstractStimulus",
-    "AdaptiveSpikes",
-    "BatchFeatures",
-    "ExponentialEuler",
-    "Currents",
-    "FICurve",
-    "FIELDS",
-    "HHParams",
-    "HHState",
-    "OUNoise",
-    "Pulses",
-    "Sampled",
-    "SimulationError",
-    "Step",
-    "SumStimulus",
-    "Trajectory",
-    "currents",
-    "fi_curve",
-    "firing_rate",
-    "gates_inf",
-    "ionic_currents",
-    "kinetics",
-    "rest_state",
-    "simulate",
-    "simulate_batch",
-    "spike_count",
-    "spike_times",
-    "spike_times_adaptive",
-    "steady_state",
-    "value_and_grad_forward",
-    "vector_field",
-]
+# Where each public name lives: {module: names}; a module listed with no names is itself public.
+_EXPORTS = {
+    "._fast": (
+        "AdaptiveSpikes",
+        "BatchFeatures",
+        "ExponentialEuler",
+        "simulate_batch",
+        "spike_times_adaptive",
+        "value_and_grad_forward",
+    ),
+    "._features": ("FICurve", "fi_curve", "firing_rate", "spike_count", "spike_times"),
+    "._model": ("AbstractModel",),
+    "._params": ("FIELDS", "HHParams"),
+    "._simulate": (
+        "RESULTS",
+        "SimulationError",
+        "Trajectory",
+        "currents",
+        "rest_state",
+        "simulate",
+        "steady_state",
+    ),
+    "._stimulus": ("AbstractStimulus", "OUNoise", "Pulses", "Sampled", "Step", "SumStimulus"),
+    "._vector_field": ("Currents", "HHState", "gates_inf", "ionic_currents", "vector_field"),
+}
+_MODULES = {"kinetics": "._kinetics", "fitting": ".fitting", "io": ".io", "models": ".models"}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_WHERE, "kinetics"])
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name], __name__)
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'hhjax' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE) | set(_MODULES))

@@ -16,6 +16,8 @@ import pathlib
 import sys
 import time
 
+from ._cli_args import int_at_least, output_folder_problem
+
 __all__ = ["add_parser", "run"]
 
 _MODELS = {
@@ -85,22 +87,67 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="starting model: rs regular spiking (default), rs-h regular spiking + h current "
         "(sag), fs fast spiking, ib bursting (+Ca-L), lts low-threshold (+Ca-T)",
     )
-    p.add_argument("--channel", type=int, default=0, help="ABF voltage channel (default 0)")
-    p.add_argument("--generations", type=int, default=20, help="search generations (default 20)")
-    p.add_argument("--population", type=int, default=256, help="search population (default 256)")
+    p.add_argument(
+        "--channel", type=int_at_least(0), default=0, help="ABF voltage channel (default 0)"
+    )
+    p.add_argument(
+        "--generations", type=int_at_least(1), default=20, help="search generations (default 20)"
+    )
+    p.add_argument(
+        "--population",
+        type=int_at_least(2),
+        default=256,
+        help="search population, at least 2 (default 256)",
+    )
     p.add_argument(
         "--restarts",
-        type=int,
+        type=int_at_least(1),
         default=1,
         help="independent searches, best training loss kept (default 1)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     p.add_argument("--quick", action="store_true", help="small search (6 x 64), for a first look")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--dpi", type=int, default=80, help="figure resolution (default 80)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--dpi", type=int_at_least(1), default=80, help="figure resolution (default 80)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
     return p
+
+
+class _Bar:
+    """A tqdm bar on stderr, or nothing with `--quiet`."""
+
+    def __init__(self, quiet: bool, total: int, desc: str, unit: str):
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+
+    def update(self, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if postfix:
+                self.bar.set_postfix(**postfix)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _Stage:
+    """A phase without steps to count: `hhjax fit: TEXT ... 3.1 s` on stderr."""
+
+    def __init__(self, quiet: bool, text: str):
+        self.quiet, self.t0 = quiet, time.perf_counter()
+        if not quiet:
+            print(f"hhjax fit: {text} ...", end="", file=sys.stderr, flush=True)
+
+    def done(self, note: str = "") -> None:
+        if not self.quiet:
+            extra = f" ({note})" if note else ""
+            print(f" {time.perf_counter() - self.t0:.1f} s{extra}", file=sys.stderr, flush=True)
 
 
 def _error(message: str) -> int:
@@ -110,13 +157,17 @@ def _error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run `hhjax fit`; returns the exit code."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import numpy as np
+    # Argument checks first: a bad argument costs neither the JAX import nor a read.
+    problem = output_folder_problem(args.out)
+    if problem:
+        return _error(problem)
+    try:
+        wanted = _int_list(args.sweeps) if args.sweeps else None
+        train_ids = _int_list(args.train) if args.train else None
+    except ValueError:
+        return _error("--sweeps/--train must be sweep numbers like '0-16' or '0,3,5'.")
 
     from . import io as hio
-    from . import models
 
     path = pathlib.Path(args.recording)
     kwargs = {"channel": args.channel} if path.suffix.lower() == ".abf" else {}
@@ -124,11 +175,14 @@ def run(args: argparse.Namespace) -> int:
         recordings = hio.read(path, **kwargs)
     except hio.RecordingError as err:
         return _error(str(err))
-    try:
-        wanted = _int_list(args.sweeps) if args.sweeps else None
-        train_ids = _int_list(args.train) if args.train else None
-    except ValueError:
-        return _error("--sweeps/--train must be sweep numbers like '0-16' or '0,3,5'.")
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    from . import models
+
     sweeps = []
     for rec in recordings:
         if wanted is not None and rec.sweep not in wanted:
@@ -152,19 +206,23 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"{path}: found no subthreshold or spiking sweep to fit on.")
     generations, population = (6, 64) if args.quick else (args.generations, args.population)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return _error(f"--out: cannot create {out}: {err}")
     base = getattr(models.Pospischil, _MODELS[args.model])()
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=generations * args.restarts, desc="fit", unit="gen", file=sys.stderr)
+    # Every phase shows itself: the search (a bar), the passive refinement that follows its
+    # last generation inside `fit_steps` (a line), the predictions (a bar), the figure (a line).
+    # Without this the search bar sat at 100 % for 11-35 s.
+    bar = _Bar(args.quiet, generations * args.restarts, "search", "gen")
+    stage = {}
 
     def progress(gen, total, loss):
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.2f}")
+        bar.update(loss=f"{loss:.2f}")
+        if gen == total:
+            bar.close()
+            stage["refine"] = _Stage(args.quiet, "refining the passive parameters (area, g_l, e_l)")
 
     t0 = time.perf_counter()
     try:
@@ -177,18 +235,32 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=progress,
         )
-        rows = models.predict_steps(result.model, sweeps)
     except Exception as err:  # report any numerical failure as a failed fit
-        if bar is not None:
-            bar.close()
+        bar.close()
+        if "refine" in stage:
+            stage["refine"].done("failed")
         print(f"hhjax fit: the fit failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    if bar is not None:
-        bar.close()
+    bar.close()
+    if "refine" in stage:
+        stage["refine"].done()
     elapsed = time.perf_counter() - t0
     if not math.isfinite(result.loss):
         print("hhjax fit: the fit failed: non-finite loss.", file=sys.stderr)
         return 1
+    bar = _Bar(args.quiet, len(sweeps), "predict", "sweep")
+    rows = []
+    try:
+        for sw in sweeps:
+            rows += models.predict_steps(result.model, [sw])
+            bar.update()
+    except Exception as err:
+        bar.close()
+        print(
+            f"hhjax fit: predicting the sweeps failed: {type(err).__name__}: {err}", file=sys.stderr
+        )
+        return 1
+    bar.close()
 
     train_ids = [s.sweep for s in train]
     params = {k: float(np.asarray(v)) for k, v in result.model.to_dict().items()}
@@ -208,9 +280,11 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawing = _Stage(args.quiet, f"drawing fit.png ({len(sweeps)} sweeps)")
     fig = models.plot_steps(result.model, sweeps, train_ids, title=path.name)
     fig.savefig(out / "fit.png", dpi=args.dpi)
     plt.close(fig)
+    drawing.done()
 
     test = [r for r in rows if r["sweep"] not in train_ids]
     supra = [r for r in test if r["spiking"]]

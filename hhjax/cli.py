@@ -10,6 +10,7 @@ The command line runs JAX in float64 (it is an application; the library itself n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -17,6 +18,16 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
+
+# Only argparse helpers at import: `hhjax --help` must not pay for importing JAX (3–8 s).
+from ._cli_args import (
+    Parser,
+    finite_float,
+    int_at_least,
+    nonnegative_float,
+    output_folder_problem,
+    positive_float,
+)
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -99,7 +110,8 @@ def _try_fitting():
     return fitting, ""
 
 
-FI_N, FI_DURATION = 41, 150.0  # the demo's f–I sweep: amplitudes, step length (ms)
+# The demo's f–I sweep: amplitudes 0–40 µA/cm², step length and onset transient left out (ms).
+FI_N, FI_DURATION, FI_DISCARD = 161, 500.0, 100.0
 FIT_FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
 
 
@@ -134,6 +146,44 @@ def _demo_fit(fitting, out: pathlib.Path, dpi: int, quick: bool):
     except Exception:  # pragma: no cover - headless without pyplot
         pass
     return rows, path, result
+
+
+def _demo_fi(params, amplitudes, *, duration: float, discard: float, dt: float = 0.025):
+    """Steady-state f–I curve: the rate is the inverse of the mean interspike interval.
+
+    Each step starts from rest at 0 ms and lasts `duration` ms ([`hhjax.simulate_batch`][],
+    exponential Euler at `dt` ms). Spikes in the first `discard` ms (the onset transient) are
+    left out; the rate is $(n - 1) / (t_n - t_1)$ over the `n` spikes after it, so it is not
+    quantised by the window as a spike count is. Firing that is not sustained (fewer than two
+    spikes after `discard`, or silent for more than two mean intervals before the end) is 0 Hz.
+
+    **Returns:**
+
+    An [`hhjax.FICurve`][]: `rates` (Hz) and `counts` (spikes after `discard`).
+    """
+    import numpy as np
+
+    import hhjax
+
+    amplitudes = np.asarray(amplitudes, dtype=np.float64)
+    max_spikes = int(duration * 0.5) + 1  # room for 500 Hz, far above HH's maximal rate
+    batch = hhjax.simulate_batch(
+        params, hhjax.Step(amplitudes, 0.0), duration, dt=dt, max_spikes=max_spikes
+    )
+    total, dropped = np.asarray(batch.spike_count), np.asarray(batch.dropped)
+    if not np.all(np.isfinite(np.asarray(batch.final_state.v))):
+        raise RuntimeError("f–I sweep: the simulation diverged (non-finite voltage).")
+    if np.any(total > max_spikes) or np.any(dropped):
+        raise RuntimeError(f"f–I sweep: more spikes than the {max_spikes} stored per step.")
+    times = np.asarray(batch.spike_times)
+    late = np.where(times >= discard, times, np.nan)  # NaN padding stays NaN
+    counts = np.sum(np.isfinite(late), axis=-1)
+    first, last = np.fmin.reduce(late, axis=-1), np.fmax.reduce(late, axis=-1)
+    several = counts >= 2
+    interval = np.where(several, last - first, 1.0) / np.maximum(counts - 1, 1)
+    sustained = several & (duration - last <= 2.0 * interval)
+    rates = np.where(sustained, 1000.0 / interval, 0.0)
+    return hhjax.FICurve(amplitudes, rates, counts)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -254,15 +304,16 @@ def run_demo(args: argparse.Namespace) -> int:
     # ---- f–I curve (skipped with --quick).
     fi = None
     if not args.quick:
-        progress.start(f"f–I curve of the classic model, {FI_N} currents in one vmapped solve")
+        progress.start(f"f–I curve of the classic model, {FI_N} currents in one batched run")
         amps = np.linspace(0.0, 40.0, FI_N)
-        fi = hhjax.fi_curve(
-            hhjax.HHParams(), amps, duration=FI_DURATION, discard=50.0, rtol=1e-6, atol=1e-6
-        )
+        fi = _demo_fi(hhjax.HHParams(), amps, duration=FI_DURATION, discard=FI_DISCARD)
         figures.append(
             _save(
                 plot.fi_curve(
-                    fi, labels="classic HH, 6.3 °C", title=f"f–I curve ({FI_DURATION:g} ms steps)"
+                    fi,
+                    labels="classic HH, 6.3 °C",
+                    title=f"Steady-state f–I curve ({FI_DURATION:g} ms steps, "
+                    f"first {FI_DISCARD:g} ms left out)",
                 ),
                 out / "fi_curve.png",
                 dpi,
@@ -314,13 +365,15 @@ def run_demo(args: argparse.Namespace) -> int:
     if fi is not None:
         rates = np.asarray(fi.rates)
         firing = np.asarray(fi.amplitudes)[rates > 0]
-        first = f"{firing[0]:.2f}" if firing.size else "none"
+        first = f"{firing[0]:.2f} µA/cm² ({rates[rates > 0][0]:.1f} Hz)" if firing.size else "none"
         report += [
             "## f–I curve",
             "",
-            f"{FI_N} step amplitudes 0–40 µA/cm², {FI_DURATION:g} ms, rate counted after 50 ms "
-            "(rtol = atol = 1e-6): first amplitude "
-            f"with sustained firing {first} µA/cm², rate at 40 µA/cm² {rates[-1]:.0f} Hz.",
+            f"{FI_N} step amplitudes 0–40 µA/cm², {FI_DURATION:g} ms each from rest "
+            "(`hhjax.simulate_batch`, exponential Euler, dt 0.025 ms). Steady-state rate = "
+            f"1 / mean interspike interval of the spikes after the first {FI_DISCARD:g} ms "
+            "(the onset transient). First amplitude with sustained firing "
+            f"{first}; rate at 40 µA/cm² {rates[-1]:.1f} Hz.",
             "",
         ]
     report += ["## Synthetic fit", ""]
@@ -370,6 +423,8 @@ def _parse_param(text: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         raise UsageError(f"--param {text!r}: {value!r} is not a number.") from None
+    if not math.isfinite(number):
+        raise UsageError(f"--param {text!r}: the value must be a finite number.")
     return name, number
 
 
@@ -386,13 +441,19 @@ def _read_csv_waveform(path: str):
             if not row or row[0].lstrip().startswith("#"):
                 continue
             try:
-                rows.append((float(row[0]), float(row[1])))
+                pair = (float(row[0]), float(row[1]))
             except (ValueError, IndexError):
                 if k == 0 and not rows:
                     continue  # header
                 raise UsageError(
                     f"--csv {path}: line {k + 1} is not 'time_ms, current_uA_per_cm2': {row!r}."
                 ) from None
+            if not all(math.isfinite(x) for x in pair):
+                raise UsageError(
+                    f"--csv {path}: line {k + 1} holds a non-finite number: {row!r}; remove or "
+                    "fix the row."
+                )
+            rows.append(pair)
     if len(rows) < 2:
         raise UsageError(f"--csv {path}: need at least two rows of time (ms), current (µA/cm²).")
     data = np.asarray(rows, dtype=np.float64)
@@ -450,8 +511,54 @@ def _solver(args):
     return solver
 
 
+class CommandFailed(RuntimeError):
+    """The computation failed (e.g. a solve diverged): reported in one line with exit code 1."""
+
+
+def _output_folder(text: str) -> pathlib.Path:
+    """`--out` as a folder, checked before any work (it is created only when writing)."""
+    problem = output_folder_problem(text)
+    if problem:
+        raise UsageError(problem)
+    return pathlib.Path(text)
+
+
+def _make_folder(out: pathlib.Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out: cannot create {out}: {err}") from None
+
+
+@contextlib.contextmanager
+def _solve_failures(args: argparse.Namespace):
+    """Input errors found before solving -> exit 2; a failed solve -> exit 1, one line each."""
+    from ._simulate import SimulationError
+
+    try:
+        yield
+    except SimulationError as err:
+        if args.solver in FIXED_STEP:
+            hint = f"pass a smaller --dt (now {args.dt:g} ms) or an adaptive --solver (tsit5)"
+        else:
+            hint = "try --solver kvaerno5 (stiff) or check the --param values"
+        raise CommandFailed(f"the simulation failed: {err} On the command line: {hint}.") from None
+    except (ValueError, TypeError) as err:  # raised on checking the inputs, before solving
+        raise UsageError(str(err)) from None
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """`hhjax simulate`: one trace (CSV/NPZ + figure) or, with `--batch`, an f–I table."""
+    # Checks that need no JAX come first, so a bad argument costs no import and no solve.
+    out = _output_folder(args.out)
+    if args.batch is not None:
+        start_amp, stop_amp, count = args.batch
+        if count != int(count) or count < 1:
+            raise UsageError(f"--batch: N must be a positive integer, got {count:g}.")
+        if args.pulses or args.csv:
+            raise UsageError(
+                "--batch sweeps a step amplitude; it cannot be combined with --pulses or --csv."
+            )
     _setup_jax()
     import numpy as np
 
@@ -464,29 +571,13 @@ def run_simulate(args: argparse.Namespace) -> int:
     t1 = args.t1 if args.t1 is not None else (csv_end if csv_end is not None else 100.0)
     if not t1 > 0:
         raise UsageError(f"--t1 must be > 0 ms, got {t1}.")
-    for name in ("dt", "dt_save"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be > 0 ms, got {value}.")
     solver = _solver(args)
     threshold = args.threshold
     if threshold is None:
         threshold = float(params.v_ref) + 65.0  # 0 mV in the modern convention
-    out = pathlib.Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out: cannot create {out}: {err}") from None
     kwargs = dict(solver=solver, dt0=args.dt)
 
     if args.batch is not None:
-        start_amp, stop_amp, count = args.batch
-        if count != int(count) or count < 1:
-            raise UsageError(f"--batch: N must be a positive integer, got {count}.")
-        if args.pulses or args.csv:
-            raise UsageError(
-                "--batch sweeps a step amplitude; it cannot be combined with --pulses or --csv."
-            )
         delay, duration = 0.0, t1
         if args.step:
             _, delay, stop = args.step
@@ -494,16 +585,18 @@ def run_simulate(args: argparse.Namespace) -> int:
         if not duration > 0:
             raise UsageError("--batch: the step must end after it starts and before --t1.")
         amps = np.linspace(start_amp, stop_amp, int(count))
-        fi = hhjax.fi_curve(
-            params,
-            amps,
-            duration=duration,
-            delay=delay,
-            discard=args.discard,
-            threshold=threshold,
-            dt_save=args.dt_save or 0.05,
-            **kwargs,
-        )
+        with _solve_failures(args):
+            fi = hhjax.fi_curve(
+                params,
+                amps,
+                duration=duration,
+                delay=delay,
+                discard=args.discard,
+                threshold=threshold,
+                dt_save=args.dt_save or 0.05,
+                **kwargs,
+            )
+        _make_folder(out)
         table = out / "fi_curve.csv"
         with table.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -518,10 +611,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"f–I table ({int(count)} amplitudes): {table}\nfigure: {fig}")
         return 0
 
-    try:
+    with _solve_failures(args):
         traj = hhjax.simulate(params, stimulus, t1, dt_save=args.dt_save, **kwargs)
-    except (ValueError, TypeError) as err:  # raised on checking the inputs, before solving
-        raise UsageError(str(err)) from None
+    _make_folder(out)
     ts, v = np.asarray(traj.ts), np.asarray(traj.v)
     spikes = np.asarray(hhjax.spike_times(ts, v, threshold))
     columns = {
@@ -574,7 +666,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="hhjax-demo", help="output folder (default: hhjax-demo/)")
     p.add_argument("--quick", action="store_true", help="skip the f–I curve and shorten the fit")
     p.add_argument("--no-fit", action="store_true", help="skip the synthetic fit")
-    p.add_argument("--dpi", type=int, default=110, help="figure resolution (default 110)")
+    p.add_argument(
+        "--dpi", type=int_at_least(1), default=110, help="figure resolution (default 110)"
+    )
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(run=run_demo)
 
@@ -612,14 +706,14 @@ def _add_simulate(sub) -> None:
     p.add_argument(
         "--step",
         nargs=3,
-        type=float,
+        type=finite_float,
         metavar=("AMP", "START", "STOP"),
         help="current step: AMP µA/cm² from START to STOP ms",
     )
     p.add_argument(
         "--pulses",
         nargs=3,
-        type=float,
+        type=finite_float,
         action="append",
         metavar=("AMP", "START", "WIDTH"),
         help="rectangular pulse: AMP µA/cm² at START ms for WIDTH ms (repeatable)",
@@ -634,7 +728,7 @@ def _add_simulate(sub) -> None:
     )
     p.add_argument(
         "--t1",
-        type=float,
+        type=positive_float,
         default=None,
         help="end time in ms (default 100, or the CSV's last time)",
     )
@@ -646,39 +740,41 @@ def _add_simulate(sub) -> None:
     )
     p.add_argument(
         "--dt",
-        type=float,
+        type=positive_float,
         default=None,
         help="step (ms): fixed step for euler, initial step otherwise",
     )
     p.add_argument(
         "--dt-save",
-        type=float,
+        type=positive_float,
         default=None,
         help="save-grid spacing (ms); default 0.025 (adaptive) or every step",
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=finite_float,
         default=None,
         help="spike threshold (mV); default 0 mV modern = v_ref + 65",
     )
     p.add_argument(
         "--batch",
         nargs=3,
-        type=float,
+        type=finite_float,
         metavar=("START", "STOP", "N"),
         help="sweep N step amplitudes from START to STOP µA/cm² (the step's times "
         "from --step, else the whole run) and write the f–I table",
     )
     p.add_argument(
         "--discard",
-        type=float,
+        type=nonnegative_float,
         default=0.0,
         help="with --batch: ms after step onset excluded from the rate (default 0)",
     )
     p.add_argument("--format", choices=("csv", "npz"), default="csv", help="trace file format")
     p.add_argument("--out", default="hhjax-sim", help="output folder (default: hhjax-sim/)")
-    p.add_argument("--dpi", type=int, default=110, help="figure resolution (default 110)")
+    p.add_argument(
+        "--dpi", type=int_at_least(1), default=110, help="figure resolution (default 110)"
+    )
     p.set_defaults(run=run_simulate)
 
 
@@ -711,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `hhjax` command (subcommands demo, simulate, fit)."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hhjax",
         description="Differentiable Hodgkin–Huxley simulation and fitting on JAX and Diffrax. "
         "Units: ms, mV, µA/cm², mS/cm², µF/cm², °C.",
@@ -739,6 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"hhjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except CommandFailed as err:
+        print(f"hhjax {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"hhjax {args.command}: interrupted.", file=sys.stderr)
         return 1

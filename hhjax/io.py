@@ -7,7 +7,12 @@ once, here; [`Recording.density`][] converts later if the area is only known aft
 
 Every reader raises [`RecordingError`][] (a `ValueError`) naming the file and the problem for a
 file it cannot use: unreadable or truncated, a channel that does not exist, voltage-clamp data
-(current recorded, voltage commanded), or no injected current.
+(current recorded, voltage commanded), no injected current, non-finite samples (NaN/inf; a CSV
+reader names the line), or numbers whose size cannot be in the stated units: a membrane
+potential that never leaves ±1 mV (volts read as mV), or sample times closer than 1 µs or
+spanning under 5 ms at under 10 µs spacing (seconds read as ms). The message names the fix,
+usually a unit argument; `check_units=False` skips the size checks for data that really are
+that small.
 
 Without `area`, readers return this module's [`Recording`][] (fields `t`, `v`, `i_inj`,
 `i_unit`, `sweep`, `source`), which keeps the current in pA because the area of a real cell
@@ -46,9 +51,89 @@ CURRENT_UNITS = {"A": 1e12, "uA": 1e6, "µA": 1e6, "nA": 1e3, "pA": 1.0, "fA": 1
 DENSITY = "uA/cm2"
 """The unit string of a current density (µA/cm²)."""
 
+# Sizes that cannot be in ms and mV. No current-clamp digitiser samples faster than 1 MHz, and a
+# whole recording shorter than 5 ms sampled faster than 100 kHz is seconds read as ms. A
+# membrane potential never stays within ±1 mV of 0 for a whole sweep (rest is -40 to -90 mV);
+# volts read as mV do (|v| < 0.2).
+_MIN_DT_MS = 1e-3
+_SHORT_SPAN_MS, _FINE_DT_MS = 5.0, 1e-2
+_MIN_MAX_ABS_V_MV = 1.0
+
 
 class RecordingError(ValueError):
     """A recording file cannot be used; the message names the file and the problem."""
+
+
+def _unit_problems(t, v) -> dict[str, str]:
+    """Why times `t` (ms) and voltages `v` (mV) cannot be in those units; empty if they can.
+
+    **Arguments:**
+
+    - `t`: sample times (ms), increasing, shape `(samples,)`.
+    - `v`: membrane potential (mV), shape `(samples,)`.
+
+    **Returns:**
+
+    A dict with key `"t"` and/or `"v"`, each a sentence saying what looks wrong and which
+    unit the numbers look like (seconds, volts).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    problems = {}
+    if t.size >= 2:
+        dt = float(np.median(np.diff(t)))
+        span = float(t[-1] - t[0])
+        if dt < _MIN_DT_MS or (span < _SHORT_SPAN_MS and dt < _FINE_DT_MS):
+            problems["t"] = (
+                f"`t` spans {span:.3g} ms with samples {dt:.3g} ms apart "
+                f"({1e-3 / dt:.3g} MHz sampling), too short and too fast for milliseconds: "
+                "it looks like seconds"
+            )
+    if v.size and float(np.max(np.abs(v))) < _MIN_MAX_ABS_V_MV:
+        problems["v"] = (
+            f"`v` stays within ±{float(np.max(np.abs(v))):.3g} mV, which no membrane potential "
+            "does for a whole sweep: it looks like volts"
+        )
+    return problems
+
+
+def _check_samples(where, t, v, i, *, fix_t, fix_v, check_units=True):
+    """Raise `RecordingError` (prefixed by `where`) for shape, NaN, order or unit problems."""
+    if not (t.shape == v.shape == i.shape) or t.ndim != 1:
+        raise RecordingError(
+            f"{where}: time, voltage and current differ in shape or are not 1-D "
+            f"({t.shape}, {v.shape}, {i.shape})."
+        )
+    if t.size < 2:
+        raise RecordingError(f"{where}: need at least two samples, got {t.size}.")
+    for name, x in (("t", t), ("v", v), ("i_inj", i)):
+        bad = np.flatnonzero(~np.isfinite(x))
+        if bad.size:
+            k = int(bad[0])
+            at = f" (t = {float(t[k]):g} ms)" if name != "t" else ""
+            raise RecordingError(
+                f"{where}: `{name}` has {bad.size} non-finite sample(s) (NaN/inf), first at "
+                f"sample {k}{at}; remove or interpolate them before using the recording."
+            )
+    steps = np.diff(t)
+    if np.any(steps <= 0):
+        k = int(np.flatnonzero(steps <= 0)[0])
+        raise RecordingError(
+            f"{where}: sample times are not increasing: t[{k + 1}] = {float(t[k + 1]):g} ms "
+            f"follows t[{k}] = {float(t[k]):g} ms."
+        )
+    if check_units:
+        problems = _unit_problems(t, v)
+        if "t" in problems:
+            raise RecordingError(f"{where}: {problems['t']}; {fix_t}.")
+        if "v" in problems:
+            raise RecordingError(f"{where}: {problems['v']}; {fix_v}.")
+
+
+def _times(t) -> np.ndarray:
+    """Sample times as float64, or float32 if given so (their resolution is that of float32)."""
+    t = np.asarray(t)
+    return t.astype(np.float32 if t.dtype == np.float32 else np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +148,11 @@ class Recording:
     - `i_unit`: `"pA"` or `"uA/cm2"` (µA/cm²).
     - `sweep`: sweep number in the file (0-based).
     - `source`: the file it came from.
+    - `check_units` (keyword-only): refuse times and voltages whose size cannot be ms and mV
+      (see the module docstring); default `True`.
+
+    Construction raises [`RecordingError`][] for mismatched shapes, non-finite samples, times
+    that do not increase, or (with `check_units`) seconds or volts.
     """
 
     t: np.ndarray
@@ -71,6 +161,29 @@ class Recording:
     i_unit: str = "pA"
     sweep: int = 0
     source: str = ""
+    check_units: bool = dataclasses.field(default=True, kw_only=True, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "t", _times(self.t))
+        for name in ("v", "i_inj"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        if self.i_unit not in ("pA", DENSITY):
+            raise RecordingError(
+                f"Recording: `i_unit` must be 'pA' or {DENSITY!r}, got {self.i_unit!r}; convert "
+                "the current to pA first (or read the file with `i_unit=`)."
+            )
+        where = f"{self.source}: sweep {self.sweep}" if self.source else "Recording"
+        _check_samples(
+            where,
+            self.t,
+            self.v,
+            self.i_inj,
+            fix_t="convert `t` to ms (multiply seconds by 1e3), or pass `check_units=False` "
+            "if the values are right",
+            fix_v="convert `v` to mV (multiply volts by 1e3), or pass `check_units=False` "
+            "if the values are right",
+            check_units=self.check_units,
+        )
 
     def density(self, area: float) -> np.ndarray:
         """The injected current as a density (µA/cm²) on a membrane of `area` (cm²)."""
@@ -87,14 +200,15 @@ class Recording:
             return dataclasses.replace(self, i_inj=density, i_unit=DENSITY)
         meta = dict(source=self.source, sweep=self.sweep, area_cm2=area, i_unit_file=self.i_unit)
         try:
-            return cls(self.t, self.v, density, metadata=meta)
+            return cls(self.t, self.v, density, metadata=meta, check_units=self.check_units)
         except ValueError as err:
             raise RecordingError(f"{self.source}: sweep {self.sweep}: {err}") from None
 
     @property
     def dt(self) -> float:
-        """The sampling interval (ms)."""
-        return float(self.t[1] - self.t[0])
+        """The sampling interval (ms): the mean spacing of `t`."""
+        t = np.asarray(self.t, dtype=np.float64)
+        return float((t[-1] - t[0]) / (t.shape[0] - 1))
 
 
 def _density(i_inj, i_unit, area, source=""):
@@ -116,20 +230,14 @@ def _fitting_recording():
     return FitRecording
 
 
-def _make(path, sweep, t, v, i, area, unit="pA"):
-    t = np.asarray(t, dtype=np.float64)
+def _make(path, sweep, t, v, i, area, unit="pA", *, fix_t, fix_v, check_units=True):
+    """One checked sweep; `fix_t`/`fix_v` say how to fix seconds/volts with this reader."""
+    t = _times(t)
     v = np.asarray(v, dtype=np.float64)
     i = np.asarray(i, dtype=np.float64)
-    if not (t.shape == v.shape == i.shape) or t.ndim != 1:
-        raise RecordingError(
-            f"{path}: sweep {sweep}: time, voltage and current differ in shape "
-            f"({t.shape}, {v.shape}, {i.shape})."
-        )
-    if t.size < 2 or not np.all(np.diff(t) > 0):
-        raise RecordingError(f"{path}: sweep {sweep}: sample times are not increasing.")
-    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(i))):
-        raise RecordingError(f"{path}: sweep {sweep}: non-finite voltage or current samples.")
-    rec = Recording(t, v, i, unit, int(sweep), str(path))
+    where = f"{path}: sweep {sweep}"
+    _check_samples(where, t, v, i, fix_t=fix_t, fix_v=fix_v, check_units=check_units)
+    rec = Recording(t, v, i, unit, int(sweep), str(path), check_units=check_units)
     if area is None and unit == "pA":
         return rec
     return rec.to_fitting(area)
@@ -173,6 +281,7 @@ def read_abf(
     *,
     area: float | None = None,
     current: np.ndarray | None = None,
+    check_units: bool = True,
 ) -> list[Recording]:
     """Read an Axon Binary Format (ABF1 or ABF2) current-clamp file with `pyabf`.
 
@@ -185,13 +294,19 @@ def read_abf(
     - `current`: the injected current (pA), shape `(samples,)` or `(sweeps, samples)`, for
       files that do not store their command waveform (e.g. gap-free files written by tools);
       default: the file's command waveform (`pyabf`'s `sweepC`).
+    - `check_units`: refuse volt-sized voltages and second-sized times (module docstring).
 
     **Returns:**
 
     A list of recordings, one per sweep. Time restarts at 0 ms in each sweep. The current is
     the *commanded* current; bridge balance and junction potential are not in ABF files.
     """
-    import pyabf
+    try:
+        import pyabf
+    except ImportError:
+        raise ImportError(
+            f"Reading {path}: ABF files need pyabf; install it with `pip install 'hhjax[io]'`."
+        ) from None
 
     path = _check_path(path)
     try:
@@ -246,7 +361,21 @@ def read_abf(
                 )
             i_pa = abf.sweepC * CURRENT_UNITS[c_unit]
         t = abf.sweepX * 1e3 - abf.sweepX[0] * 1e3
-        out.append(_make(path, s, t, v, i_pa, area))
+        out.append(
+            _make(
+                path,
+                s,
+                t,
+                v,
+                i_pa,
+                area,
+                fix_t=f"the file's sample rate ({abf.sampleRate} Hz) is wrong; pass "
+                "`check_units=False` if it is right",
+                fix_v=f"channel {channel} is labelled {y_unit!r} but holds volts: fix the "
+                "file's units, or pass `check_units=False` if they are right",
+                check_units=check_units,
+            )
+        )
     return out
 
 
@@ -254,7 +383,7 @@ def read_abf(
 def _series_time(series) -> np.ndarray:
     n = series.data.shape[0]
     if series.timestamps is not None:
-        return np.asarray(series.timestamps[:], dtype=np.float64) * 1e3
+        return _times(series.timestamps[:]) * 1e3
     return (series.starting_time + np.arange(n) / series.rate) * 1e3
 
 
@@ -266,7 +395,11 @@ def _scaled(series) -> np.ndarray:
 
 
 def read_nwb(
-    path, sweeps: int | Sequence[int] | None = None, *, area: float | None = None
+    path,
+    sweeps: int | Sequence[int] | None = None,
+    *,
+    area: float | None = None,
+    check_units: bool = True,
 ) -> list[Recording]:
     """Read the current-clamp sweeps of a Neurodata Without Borders (NWB 2) file with `pynwb`.
 
@@ -280,6 +413,7 @@ def read_nwb(
     - `path`: the `.nwb` file.
     - `sweeps`: positions (0-based, in the order above) to read; default all.
     - `area`: membrane area (cm²); when given, currents are returned in µA/cm².
+    - `check_units`: refuse volt-sized voltages and second-sized times (module docstring).
 
     **Returns:**
 
@@ -352,7 +486,13 @@ def read_nwb(
                     f"{path}: {stim.name} has {i_pa.shape[0]} samples but {series.name} has "
                     f"{v.shape[0]}; they must share the sample grid."
                 )
-            out.append(_make(path, k, t, v, i_pa, area))
+            fix = (
+                f"check {series.name}'s `unit`, `conversion`, `rate` or `timestamps` (NWB "
+                "stores seconds and volts), or pass `check_units=False` if the values are right"
+            )
+            out.append(
+                _make(path, k, t, v, i_pa, area, fix_t=fix, fix_v=fix, check_units=check_units)
+            )
         return out
     finally:
         io.close()
@@ -373,9 +513,20 @@ def _units(path, t_unit, v_unit, i_unit):
             )
 
 
-def _to_records(path, t, v, i, t_unit, v_unit, i_unit, area, sweep_ids=None):
+def _to_records(path, t, v, i, t_unit, v_unit, i_unit, area, sweep_ids=None, *, how, check_units):
+    """Sweeps from arrays in the given units; `how(name, unit)` says how to state a unit."""
     _units(path, t_unit, v_unit, i_unit)
-    t = np.asarray(t, dtype=np.float64) * TIME_UNITS[t_unit]
+    fixes = {}
+    for name, unit, table, bigger in (
+        ("t", t_unit, TIME_UNITS, "s"),
+        ("v", v_unit, VOLTAGE_UNITS, "V"),
+    ):
+        if table[unit] < table[bigger]:
+            fixes[name] = how(name + "_unit", bigger)
+        else:  # already read as the larger unit: the numbers themselves are off
+            fixes[name] = f"the values are too small even for {unit!r}: check the file"
+        fixes[name] += "; `check_units=False` if the values are right"
+    t = _times(t) * TIME_UNITS[t_unit]
     v = np.atleast_2d(np.asarray(v, dtype=np.float64)) * VOLTAGE_UNITS[v_unit]
     i = np.atleast_2d(np.asarray(i, dtype=np.float64))
     if i.shape != v.shape:
@@ -386,11 +537,12 @@ def _to_records(path, t, v, i, t_unit, v_unit, i_unit, area, sweep_ids=None):
     t = np.broadcast_to(t, v.shape) if t.ndim == 1 else t
     ids = range(v.shape[0]) if sweep_ids is None else sweep_ids
     out = []
+    checks = dict(fix_t=fixes["t"], fix_v=fixes["v"], check_units=check_units)
     for k, s in enumerate(ids):
         if i_unit == DENSITY:
-            out.append(_make(path, s, t[k], v[k], i[k], None, DENSITY))
+            out.append(_make(path, s, t[k], v[k], i[k], None, DENSITY, **checks))
         else:
-            out.append(_make(path, s, t[k], v[k], i[k] * CURRENT_UNITS[i_unit], area))
+            out.append(_make(path, s, t[k], v[k], i[k] * CURRENT_UNITS[i_unit], area, **checks))
     return out
 
 
@@ -405,6 +557,7 @@ def read_csv(
     v_unit: str = "mV",
     i_unit: str = "pA",
     area: float | None = None,
+    check_units: bool = True,
 ) -> list[Recording]:
     """Read a CSV file with a header row: columns time, voltage, current (and optional sweep).
 
@@ -416,10 +569,12 @@ def read_csv(
     - `t_unit`, `v_unit`, `i_unit`: units in the file (`"s"`/`"ms"`, `"V"`/`"mV"`,
       `"A"`/`"nA"`/`"pA"` or `"uA/cm2"`).
     - `area`: membrane area (cm²); when given, currents are returned in µA/cm².
+    - `check_units`: refuse volt-sized voltages and second-sized times (module docstring).
 
     **Returns:**
 
-    A list of recordings, one per sweep.
+    A list of recordings, one per sweep. A non-finite entry (`nan`, `inf`) in a used column is
+    an error naming its line.
     """
     path = _check_path(path)
     with open(path, newline="") as f:
@@ -428,7 +583,11 @@ def read_csv(
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise RecordingError(f"{path}: empty file.") from None
-        rows = [r for r in reader if r]
+        rows, line_numbers = [], []
+        for r in reader:
+            if r:
+                rows.append(r)
+                line_numbers.append(reader.line_num)
     if i_col not in header:
         raise RecordingError(
             f"{path}: no injected current: no column {i_col!r} (columns: {header}); pass `i_col=`."
@@ -443,6 +602,18 @@ def read_csv(
     if table.ndim != 2 or table.shape[0] < 2 or table.shape[1] != len(header):
         raise RecordingError(f"{path}: need at least two complete rows of {len(header)} columns.")
     col = {h: table[:, k] for k, h in enumerate(header)}
+    used = [c for c in (t_col, v_col, i_col, sweep_col) if c in col]
+    bad_rows = np.flatnonzero(~np.all(np.isfinite(np.stack([col[c] for c in used])), axis=0))
+    if bad_rows.size:
+        k = int(bad_rows[0])
+        name = next(c for c in used if not np.isfinite(col[c][k]))
+        raise RecordingError(
+            f"{path}: line {line_numbers[k]}: column {name!r} is "
+            f"{rows[k][header.index(name)].strip()!r}, not a finite number ({bad_rows.size} "
+            "such row(s)); remove or interpolate them before using the recording."
+        )
+    how = lambda name, unit: f"pass `{name}={unit!r}`"
+    checks = dict(how=how, check_units=check_units)
     if sweep_col in col:
         ids = np.unique(col[sweep_col]).astype(int)
         groups = [col[sweep_col].astype(int) == s for s in ids]
@@ -458,17 +629,37 @@ def read_csv(
                 i_unit,
                 area,
                 [int(s)],
+                **checks,
             )
         return out
-    return _to_records(path, col[t_col], col[v_col], col[i_col], t_unit, v_unit, i_unit, area)
+    return _to_records(
+        path, col[t_col], col[v_col], col[i_col], t_unit, v_unit, i_unit, area, **checks
+    )
 
 
-def read_npz(path, *, area: float | None = None) -> list[Recording]:
+def read_npz(
+    path,
+    *,
+    t_unit: str | None = None,
+    v_unit: str | None = None,
+    i_unit: str | None = None,
+    area: float | None = None,
+    check_units: bool = True,
+) -> list[Recording]:
     """Read a NumPy `.npz` archive with arrays `t`, `v`, `i` (and optional unit strings).
 
     `v` and `i` are `(samples,)` or `(sweeps, samples)`; `t` is `(samples,)` or shaped like
     `v`. Optional scalar string entries `t_unit` (default `"ms"`), `v_unit` (`"mV"`), `i_unit`
     (`"pA"`) state the units.
+
+    **Arguments:**
+
+    - `path`: the `.npz` file.
+    - `t_unit`, `v_unit`, `i_unit`: the units, for archives that do not state them (an
+      archive that states a different unit is an error); default the archive's, else
+      `"ms"`, `"mV"`, `"pA"`.
+    - `area`: membrane area (cm²); when given, currents are returned in µA/cm².
+    - `check_units`: refuse volt-sized voltages and second-sized times (module docstring).
 
     **Returns:**
 
@@ -489,16 +680,36 @@ def read_npz(path, *, area: float | None = None) -> list[Recording]:
     for key in ("t", "v"):
         if key not in data:
             raise RecordingError(f"{path}: no array {key!r} (it has {sorted(data)}).")
-    units = {k: str(data[k]) for k in ("t_unit", "v_unit", "i_unit") if k in data}
+    units = {}
+    for key, given, default in (
+        ("t_unit", t_unit, "ms"),
+        ("v_unit", v_unit, "mV"),
+        ("i_unit", i_unit, "pA"),
+    ):
+        stored = str(data[key]) if key in data else None
+        if given is not None and stored is not None and given != stored:
+            raise RecordingError(
+                f"{path}: the archive states {key}={stored!r} but `{key}={given!r}` was passed; "
+                "drop the argument (or fix the archive's entry)."
+            )
+        units[key] = given if given is not None else (stored if stored is not None else default)
+
+    def how(key, unit):
+        if key in data:  # the archive's own entry is wrong
+            return f"store {key}={unit!r} in the archive"
+        return f"pass `{key}={unit!r}` or store {key}={unit!r} in the archive"
+
     return _to_records(
         path,
         data["t"],
         data["v"],
         data["i"],
-        units.get("t_unit", "ms"),
-        units.get("v_unit", "mV"),
-        units.get("i_unit", "pA"),
+        units["t_unit"],
+        units["v_unit"],
+        units["i_unit"],
         area,
+        how=how,
+        check_units=check_units,
     )
 
 

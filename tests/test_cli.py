@@ -3,6 +3,7 @@
 import importlib.util
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -131,7 +132,8 @@ def test_simulate_batch_writes_fi_table(tmp_path):
         (["demo", "--dpi", "high"], "--dpi"),
     ],
 )
-def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out is relative: keep it out of the repository
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -190,6 +192,23 @@ def test_demo_quick_reproduces_the_seeds(tmp_path, capsys):
     assert "Skipped: --no-fit was given." in report
 
 
+def test_demo_fi_curve_is_the_steady_state_rate():
+    amps = [0.0, 3.0, 10.0, 10.25, 20.0]
+    fi = cli._demo_fi(hhjax.HHParams(), amps, duration=300.0, discard=100.0)
+    rates, counts = np.asarray(fi.rates), np.asarray(fi.counts)
+    # Reference: 1 / mean interspike interval after 100 ms of an adaptive Tsit5 solve.
+    traj = hhjax.simulate(hhjax.HHParams(), hhjax.Step(10.0, 0.0), 300.0, dt_save=0.025)
+    spikes = np.asarray(hhjax.spike_times(traj.ts, traj.v))
+    spikes = spikes[spikes >= 100.0]
+    reference = 1000.0 * (spikes.size - 1) / (spikes[-1] - spikes[0])
+    # Exponential Euler at dt 0.025 ms against rtol 1e-8: intervals agree to ~3e-4.
+    assert rates[2] == pytest.approx(reference, rel=2e-3)
+    assert rates[0] == rates[1] == 0.0  # silent, and a lone onset spike is not firing
+    assert counts[1] == 0
+    # Not quantised by the window: equal counts, distinct rates, increasing with the current.
+    assert counts[2] == counts[3] and rates[2] < rates[3] < rates[4]
+
+
 @pytest.mark.slow
 def test_demo_synthetic_fit_recovers_the_truth(tmp_path):
     pytest.importorskip("hhjax.fitting")
@@ -202,3 +221,162 @@ def test_demo_synthetic_fit_recovers_the_truth(tmp_path):
     for line in rows + [line for line in report.splitlines() if line.startswith("| c_m")]:
         _, _, true, fitted, _, _ = (cell.strip() for cell in line.split("|"))
         assert float(fitted) == pytest.approx(float(true), rel=0.05), line
+
+
+# ---------------------------------------------------------------- issue 14: argument checks
+def _step_recording(path, *, seconds=False, volts=False):
+    """A one-sweep current-clamp step recording (ms, mV, pA unless stated) as .npz."""
+    t = np.arange(6000) * 0.1
+    i = np.where((t >= 100) & (t < 400), 100.0, 0.0)
+    v = -70.0 + 0.05 * i + 0.2 * np.sin(t)
+    np.savez(path, t=t * (1e-3 if seconds else 1.0), v=v * (1e-3 if volts else 1.0), i=i)
+    return str(path)
+
+
+FIT = ["fit", "rec.npz", "--out", "o"]
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (FIT + ["--population", "0"], "--population"),
+        (FIT + ["--population", "1"], "--population"),
+        (FIT + ["--generations", "0"], "--generations"),
+        (FIT + ["--restarts", "0"], "--restarts"),
+        (FIT + ["--dpi", "0"], "--dpi"),
+        (FIT + ["--channel", "-1"], "--channel"),
+        (FIT + ["--seed", "-1"], "--seed"),
+        (FIT + ["--generations", "2.5"], "--generations"),
+        (["simulate", "--threshold", "nan"], "--threshold"),
+        (["simulate", "--t1", "inf"], "--t1"),
+        (["simulate", "--dt", "0"], "--dt"),
+        (["simulate", "--dt-save", "-0.1"], "--dt-save"),
+        (["simulate", "--step", "10", "nan", "50"], "--step"),
+        (["simulate", "--pulses", "10", "0", "inf"], "--pulses"),
+        (["simulate", "--batch", "0", "nan", "3"], "--batch"),
+        (["simulate", "--discard", "-1"], "--discard"),
+        (["simulate", "--dpi", "0"], "--dpi"),
+        (["demo", "--dpi", "0"], "--dpi"),
+    ],
+)
+def test_numeric_options_are_checked_while_parsing(argv, option, capsys, tmp_path, monkeypatch):
+    # Issue 14: `fit --population 0` and `--dpi 0` failed after the work (exit 1, traceback);
+    # `--generations 0`, `--restarts 0` and `--threshold nan` were accepted.
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"argument {option}" in err and "must be" in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written, no folder made
+
+
+def test_simulate_refuses_nan_in_a_param_or_the_csv_waveform(tmp_path, capsys, monkeypatch):
+    # Issue 14: NaN inputs ran until "maximum number of solver steps was reached" (4–28 s).
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["simulate", "--param", "g_na=nan"]) == 2
+    assert "--param 'g_na=nan'" in capsys.readouterr().err
+    wave = tmp_path / "wave.csv"
+    wave.write_text("time_ms,current\n0,0\n2,nan\n20,10\n")
+    assert cli.main(["simulate", "--csv", str(wave)]) == 2
+    err = capsys.readouterr().err
+    assert "wave.csv: line 3 holds a non-finite number" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == [wave]
+
+
+def test_out_naming_an_existing_file_exits_2(tmp_path, capsys):
+    # Issue 14: `hhjax fit --out <file>` exited 1 with a FileExistsError traceback.
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a folder")
+    recording = _step_recording(tmp_path / "rec.npz")
+    for argv in (["fit", recording], ["simulate"], ["simulate", "--batch", "0", "1", "2"]):
+        assert cli.main([*argv, "--out", str(taken)]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "existing file" in err and err.count("\n") == 1, err
+    assert cli.main(["fit", recording, "--out", str(taken / "sub")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("unit", ["seconds", "volts"])
+def test_fit_refuses_a_recording_in_seconds_or_volts(tmp_path, capsys, unit):
+    # Issue 14: an NPZ in volts and seconds was "fitted" (21,181 pF, exit 0).
+    recording = _step_recording(tmp_path / "si.npz", **{unit: True})
+    assert cli.main(["fit", recording, "--quick", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"looks like {unit}" in err and "si.npz" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_simulate_unstable_fixed_step_exits_1_with_one_line(tmp_path, capsys):
+    # Issue 14: forward Euler at 0.5 ms diverges (to -2.3e32 mV, then NaN); the command
+    # exited 0 and reported "2 spike(s)".
+    out = tmp_path / "sim"
+    argv = ["simulate", "--solver", "euler", "--dt", "0.5", "--step", "10", "5", "50"]
+    assert cli.main([*argv, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hhjax simulate: the simulation failed") and err.count("\n") == 1, err
+    assert "--dt" in err and "Traceback" not in err
+    assert not (out / "trace.csv").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["simulate"], ["demo"]])
+def test_help_does_not_import_jax(command):
+    # Issue 14: `hhjax --help` imported JAX (3–8 s). `-X importtime` lists every module the
+    # real entry point imports.
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hhjax", *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("usage: hhjax")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("jax", "jaxlib", "equinox"))
+    assert not heavy, f"--help imported {heavy[:5]}"
+
+
+def test_fit_shows_every_phase(tmp_path, capsys, monkeypatch):
+    # Issue 14: the progress bar sat at 100 % for 11–35 s while the passive refinement, the
+    # predictions and the figure were made. The model functions are replaced by stand-ins
+    # here: only what the command prints between them is under test.
+    import matplotlib.pyplot as plt
+
+    from hhjax import models
+
+    phases = []
+
+    def fit_steps(train, *, generations, restarts, progress, **kwargs):
+        for k in range(generations * restarts):
+            progress(k + 1, generations * restarts, 10.0 - k)
+        phases.append("refine")  # fit_steps refines after its last generation
+        return types.SimpleNamespace(model=kwargs["base"], loss=1.0)
+
+    def predict_steps(model, sweeps):
+        phases.append("predict")
+        return [
+            dict(
+                sweep=s.sweep,
+                amplitude_pA=s.amplitude,
+                spiking=False,
+                count_data=0,
+                count_model=0,
+                steady_data=-60.0,
+                steady_model=-60.0,
+            )
+            for s in sweeps
+        ]
+
+    def plot_steps(*args, **kwargs):
+        phases.append("plot")
+        return plt.figure(figsize=(1, 1))
+
+    monkeypatch.setattr(models, "fit_steps", fit_steps)
+    monkeypatch.setattr(models, "predict_steps", predict_steps)
+    monkeypatch.setattr(models, "plot_steps", plot_steps)
+    recording = _step_recording(tmp_path / "rec.npz")
+    argv = ["fit", recording, "--generations", "3", "--population", "2", "--dpi", "10"]
+    assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert phases == ["refine", "predict", "plot"]
+    marks = ["search", "3/3", "refining the passive parameters", "predict", "drawing fit.png"]
+    where = [err.find(mark) for mark in marks]
+    assert -1 not in where and where == sorted(where), err

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from ..io import _unit_problems
+
 __all__ = ["Recording", "estimate_noise"]
 
 _T_SCALE = {"ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3}
@@ -62,13 +64,18 @@ class Recording(eqx.Module):
     - `area`: the membrane area in cm² (e.g. `1e-5` for 1000 µm²), to turn absolute
       currents into densities.
     - `metadata`: free-form information kept with the sweep (cell id, sweep number, file, ...).
+    - `check_units`: refuse times and voltages whose size cannot be ms and mV after conversion
+      (samples closer than 1 µs, or spanning under 5 ms at under 10 µs spacing: seconds; a
+      voltage that never leaves ±1 mV: volts). Default `True`; `False` for data that really
+      are that small.
 
     **Fields** (after conversion): `t` (ms), `v` (mV), `i_inj` (µA/cm²), `sigma` (mV), `dt` (ms),
     `metadata`.
 
     Bad input raises `ValueError` naming the argument: mismatched lengths, non-finite samples,
-    times that are not strictly increasing or not uniform, and currents or voltages whose size
-    cannot be in the stated units.
+    times that are not strictly increasing or not uniform (to the resolution of their dtype:
+    float32 times are accepted), and times, currents or voltages whose size cannot be in the
+    stated units.
     """
 
     t: Array
@@ -90,6 +97,7 @@ class Recording(eqx.Module):
         i_units: str = "uA/cm2",
         area: float | None = None,
         metadata: dict | None = None,
+        check_units: bool = True,
     ):
         arrays = {}
         for name, x in (("t", t), ("v", v), ("i_inj", i_inj)):
@@ -98,9 +106,12 @@ class Recording(eqx.Module):
                 raise ValueError(
                     f"Recording: `{name}` must be one-dimensional, got shape {x.shape}."
                 )
-            if not np.issubdtype(x.dtype, np.number):
-                raise TypeError(f"Recording: `{name}` must be numeric, got dtype {x.dtype}.")
+            if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+                raise TypeError(f"Recording: `{name}` must be real numbers, got dtype {x.dtype}.")
             arrays[name] = x.astype(np.float64)
+        # The times' own resolution: float32 times are uniform only to float32 rounding.
+        t_dtype = np.asarray(t).dtype
+        t_eps = float(np.finfo(t_dtype if np.issubdtype(t_dtype, np.floating) else np.float64).eps)
         n = {k: a.shape[0] for k, a in arrays.items()}
         if len(set(n.values())) != 1:
             raise ValueError(
@@ -154,7 +165,22 @@ class Recording(eqx.Module):
                 f"t[{k}] = {tt[k]} ms. Sort the samples (or check `t_units`)."
             )
         dt = float((tt[-1] - tt[0]) / (tt.shape[0] - 1))
-        if np.max(np.abs(steps - dt)) > 1e-6 * dt + 1e-9:
+        problems = _unit_problems(tt, vv) if check_units else {}
+        if "t" in problems:
+            hint = "pass `t_units='s'`" if t_units == "ms" else f"check `t_units` (now {t_units!r})"
+            raise ValueError(
+                f"Recording: {problems['t']}; {hint} (or `check_units=False` if the values "
+                "are right)."
+            )
+        # Rounding of each time is at most half an ulp: a spacing is off by at most one ulp of
+        # the largest time; 4 ulps leave room for the unit conversion.
+        resolution = 4.0 * t_eps * float(np.max(np.abs(tt)))
+        if resolution > 0.01 * dt:
+            raise ValueError(
+                f"Recording: `t` ({t_dtype}) cannot resolve the {dt:g} ms spacing at times up to "
+                f"{float(np.max(np.abs(tt))):g} ms; pass float64 times (or start them at 0)."
+            )
+        if np.max(np.abs(steps - dt)) > 1e-6 * dt + 1e-9 + resolution:
             raise ValueError(
                 f"Recording: `t` must be uniformly sampled (fits integrate on the sample grid); "
                 f"spacing ranges over [{steps.min()}, {steps.max()}] ms. Resample first."
@@ -170,10 +196,11 @@ class Recording(eqx.Module):
                 f"Recording: `v` reaches {np.max(np.abs(vv)):.3g} mV; check `v_units` "
                 f"(now {v_units!r})."
             )
-        if np.ptp(vv) < 0.5 and np.max(np.abs(vv)) < 0.5:
+        if "v" in problems:
+            hint = "pass `v_units='V'`" if v_units == "mV" else f"check `v_units` (now {v_units!r})"
             raise ValueError(
-                "Recording: `v` spans less than 0.5 and stays below 0.5 in size, which looks like "
-                "volts; pass `v_units='V'`."
+                f"Recording: {problems['v']}; {hint} (or `check_units=False` if the values "
+                "are right)."
             )
         if sigma is None:
             sigma = estimate_noise(vv)
