@@ -96,15 +96,31 @@ def _lines(ax, ts, ys, label, *, scale=1.0, offset=0.0, **kwargs):
     return drawn
 
 
-def _finish(ax, xlabel, ylabel, xlim=None, title=None):
+def _legend(ax):
+    """The legend of `ax` beside it, top-aligned on its right edge.
+
+    Outside the axes it covers no data whatever the traces look like (an inside corner or
+    matplotlib's `loc="best"` still lands on spikes, gates near 0 and 1, or a rising f–I curve);
+    the figures are built with the constrained layout, which narrows the axes to make room.
+    """
+    return ax.legend(
+        loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small"
+    )
+
+
+def _labelled(ax) -> bool:
+    return any(h.get_label() and not h.get_label().startswith("_") for h in ax.get_lines())
+
+
+def _finish(ax, xlabel, ylabel, xlim=None, title=None, legend=True):
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if xlim is not None:
         ax.set_xlim(*xlim)
     if title:
         ax.set_title(title)
-    if any(h.get_label() and not h.get_label().startswith("_") for h in ax.get_lines()):
-        ax.legend(loc="upper right", fontsize="small")
+    if legend and _labelled(ax):
+        _legend(ax)
 
 
 # ---------------------------------------------------------------------------- traces
@@ -268,7 +284,8 @@ def phase_plane(
             for k in range(xs.shape[0]):
                 ax.plot(xs[k], ys[k], color=f"C{j}", lw=1.2, label=label if k == 0 else None)
                 ax.plot(xs[k, :1], ys[k, :1], "o", color=f"C{j}", ms=4)
-        _finish(ax, _VAR_LABELS.get(xn, xn), _VAR_LABELS.get(yn, yn))
+        # Every panel draws the same trajectories: one legend, beside the last panel.
+        _finish(ax, _VAR_LABELS.get(xn, xn), _VAR_LABELS.get(yn, yn), legend=ax is axes[-1])
     if title:
         fig.suptitle(title)
     return fig
@@ -502,7 +519,7 @@ def fit_overlay(
         axes[1].plot(t, residual[k], color=color, lw=1.0)
     axes[1].axhline(0.0, color="k", lw=0.6)
     axes[0].set_ylabel(ylabel)
-    axes[0].legend(loc="upper right", fontsize="small")
+    _legend(axes[0])
     unit = ylabel[ylabel.rfind("(") :] if "(" in ylabel else ""
     axes[1].set_ylabel(f"Residual {unit}".strip())
     if i_inj is not None:
@@ -549,12 +566,12 @@ def overview(
     for k, name in enumerate(("m", "h", "n")):
         ax_g.plot(ts, np.asarray(getattr(traj, name)), color=f"C{k}", label=_GATE_LABELS[name])
     ax_g.set_ylabel("Gate")
-    ax_g.legend(loc="upper right", fontsize="small")
+    _legend(ax_g)
     c = compute_currents(params, traj)
     for name, label in (("i_na", "I_Na"), ("i_k", "I_K"), ("i_l", "I_leak"), ("i_sum", "I_sum")):
         ax_c.plot(ts, np.asarray(getattr(c, name)), label=label)
     ax_c.set_ylabel(CURRENT)
-    ax_c.legend(loc="upper right", fontsize="small")
+    _legend(ax_c)
     ax_c.set_xlabel(TIME)
     if xlim is not None:
         ax_c.set_xlim(*xlim)

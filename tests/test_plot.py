@@ -205,3 +205,46 @@ def test_fit_overlay_residuals_and_rms():
     assert len(fig2.axes) == 2 and len(fig2.axes[1].get_lines()) == 3  # 2 sweeps + zero line
     with pytest.raises(ValueError, match="shape"):
         plot.fit_overlay(t, data, fit[:-1])
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    p = hhjax.HHParams()
+    return p, hhjax.simulate(p, hhjax.Step(10.0, 2.0, 8.0), 15.0, dt_save=0.1)
+
+
+_LEGENDED = {
+    "voltage": lambda p, tr: plot.voltage([_fake(), _fake(shift=1.0)], labels=["Euler", "Tsit5"]),
+    "gates": lambda p, tr: plot.gates([_fake(), _fake(shift=1.0)], labels=["Euler", "Tsit5"]),
+    "currents": lambda p, tr: plot.currents(p, tr),
+    "phase_plane": lambda p, tr: plot.phase_plane([_fake(), _fake()], labels=["a", "b"]),
+    "fi_curve": lambda p, tr: plot.fi_curve(
+        (np.arange(10.0), np.arange(10.0) ** 2), labels="c", markers={"rheobase": 4.0}
+    ),
+    "fit_overlay": lambda p, tr: plot.fit_overlay(
+        np.linspace(0, 1, 50), np.ones(50), np.zeros(50), i_inj=np.ones(50)
+    ),
+    "overview": lambda p, tr: plot.overview(p, tr),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_LEGENDED))
+def test_legends_cover_no_axes(name, simulated):
+    # A legend drawn over an axes hides whatever data lands there; each must sit beside its
+    # axes, inside the figure, and leave the plots most of the width.
+    fig = _LEGENDED[name](*simulated)
+    fig.draw_without_rendering()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends, "expected a legend"
+    fig_box = fig.bbox
+    for legend in legends:
+        box = legend.get_window_extent()
+        assert fig_box.x0 <= box.x0 and box.x1 <= fig_box.x1 + 0.5, "legend cut off"
+        assert fig_box.y0 <= box.y0 and box.y1 <= fig_box.y1 + 0.5, "legend cut off"
+        for ax in fig.axes:
+            assert not box.overlaps(ax.bbox), f"the legend covers an axes of {name}"
+    plots = [ax for ax in fig.axes if ax.get_lines()]
+    span = max(ax.bbox.x1 for ax in plots) - min(ax.bbox.x0 for ax in plots)
+    assert span >= 0.5 * fig_box.width
+    if name == "phase_plane":
+        assert len(legends) == 1  # both panels draw the same trajectories

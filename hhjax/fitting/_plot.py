@@ -26,7 +26,7 @@ def plot_fit(result, *, truth=None, title: str | None = None, figsize=(10, 6)):
     traces = result.trace if isinstance(result.trace, list) else [result.trace]
     fig, axes = plt.subplots(
         3, len(traces), figsize=figsize, sharex="col", squeeze=False,
-        gridspec_kw=dict(height_ratios=[3, 1.2, 1]),
+        gridspec_kw=dict(height_ratios=[3, 1.2, 1]), layout="constrained",
     )
     for c, tr in enumerate(traces):
         ts = np.asarray(tr.ts)
@@ -40,7 +40,8 @@ def plot_fit(result, *, truth=None, title: str | None = None, figsize=(10, 6)):
         axes[2, c].plot(ts, np.asarray(tr.i_inj), color="C0", lw=0.9)
         axes[2, c].set_ylabel("I (µA/cm²)")
         axes[2, c].set_xlabel("t (ms)")
-    axes[0, 0].legend(loc="upper right", fontsize=8)
+    # Beside the axes, not over them: the trace fills every corner of its panel.
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
     lines = []
     for n in result.free:
         lo, hi = result.ci[n]
@@ -48,11 +49,10 @@ def plot_fit(result, *, truth=None, title: str | None = None, figsize=(10, 6)):
         lines.append(
             f"{n} = {result.values[n]:.5g} ± {result.stderr[n]:.2g} [{lo:.5g}, {hi:.5g}]{t}"
         )
-    axes[0, -1].text(
-        0.01, 0.02, "\n".join(lines), transform=axes[0, -1].transAxes, fontsize=7,
-        family="monospace", va="bottom",
+    axes[1, -1].text(
+        1.02, 1.0, "\n".join(lines), transform=axes[1, -1].transAxes, fontsize=7,
+        family="monospace", va="top", ha="left",
     )
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
