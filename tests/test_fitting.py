@@ -16,6 +16,7 @@ from hhjax import fitting as hf
 TRUE = hhjax.HHParams()
 FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
 DT = 0.025
+ADAM = optax.adam(0.01)  # one object, so that the Optax fits below share their compiled step
 
 
 def _trace(amplitude=10.0, t1=60.0, start=5.0):
@@ -224,9 +225,8 @@ def test_fit_from_unsimulable_guess(noisy):
 @pytest.mark.filterwarnings("ignore:fit. the residuals are correlated")
 def test_optax_checkpoint_resume_round_trip(noisy, tmp_path):
     start = TRUE.replace(g_na=130.0, g_k=33.0)
-    opt = optax.adam(0.01)
     kw = dict(free=("g_na", "g_k"), params0=start, method="optax", init="guess",
-              optimizer=opt, patience=None)
+              optimizer=ADAM, patience=None)
     full = hf.fit(noisy, steps=8, **kw)
     path = tmp_path / "fit.eqx"
     hf.fit(noisy, steps=5, checkpoint=path, checkpoint_every=5, **kw)  # "interrupted" at 5
@@ -385,3 +385,174 @@ def test_staged_lm_refits_a_local_minimum_in_the_same_loop():
     np.testing.assert_allclose(out["hist_first"], plain["hist"], rtol=1e-12)
     assert not bool(refit(theta0, 100.0)["redone"])
     assert refit._cache_size() == 1
+
+
+# ---------------------------------------------------------------------------- failures and checks
+# g_na = 1e5 mS/cm² (g_na/C × dt = 2500): RK4 at the sampling interval diverges there and in
+# the ×3 neighbourhood the "guess" start screens, so the fit has nothing finite to work with.
+UNSIMULABLE = TRUE.replace(g_na=1e5)
+
+
+def test_lm_fit_that_never_simulates_raises(noisy):
+    # The same static configuration as test_fit_recovers_perturbed_parameter: one program.
+    with pytest.raises(hhjax.SimulationError, match=r"loss at its start \(g_na=1e\+05\)"):
+        hf.fit(noisy, ("g_na",), UNSIMULABLE, init="guess")
+    with pytest.warns(UserWarning, match="cannot be simulated"):
+        res = hf.fit(noisy, ("g_na",), UNSIMULABLE, init="guess", throw=False)
+    assert not res.ok and not res.converged
+
+
+def test_optax_fit_that_never_simulates_raises(noisy):
+    kw = dict(free=("g_na", "g_k"), params0=UNSIMULABLE, method="optax", init="guess",
+              optimizer=ADAM, steps=60)
+    # Before: every step skipped, early stopping after `patience` steps, converged=True.
+    with pytest.raises(hhjax.SimulationError, match="cannot be simulated"):
+        hf.fit(noisy, **kw)
+    with pytest.warns(UserWarning, match="cannot be simulated"):
+        res = hf.fit(noisy, throw=False, **kw)
+    assert not res.ok and not res.converged
+    assert res.n_iter == 1 and np.isinf(res.loss_history).all()
+
+
+@pytest.mark.filterwarnings("ignore:fit. the residuals are correlated")
+def test_optax_step_into_unsimulable_region_stops_with_best_point(noisy, monkeypatch):
+    """Fault injection: the third update lands where the model cannot be simulated (as a too
+    large learning rate does); the loop must not spin there until `patience` calls it
+    converged."""
+    real = hf._optax._step
+    calls = []
+
+    def step(theta, opt_state, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            return real(theta, opt_state, *args, **kwargs)
+        return theta, opt_state, jnp.asarray(jnp.inf)  # what `_step` gives at such a point
+
+    monkeypatch.setattr(hf._optax, "_step", step)
+    kw = dict(free=("g_na", "g_k"), params0=TRUE.replace(g_na=130.0, g_k=33.0),
+              method="optax", init="guess", optimizer=ADAM, steps=40, patience=5)
+    with pytest.warns(UserWarning, match=r"step 2 reached parameters .* not converged"):
+        res = hf.fit(noisy, **kw)
+    assert len(calls) == 3  # stopped at once
+    assert res.ok and not res.converged and res.n_iter == 3
+    assert np.isfinite(res.loss_history[:2]).all() and np.isinf(res.loss_history[2])
+    # The parameters returned are the best seen: their loss is the lowest in the history.
+    r = np.asarray(res.trace.residual) / noisy.sigma
+    assert np.mean(r * r) == pytest.approx(res.loss_history[:2].min(), rel=1e-9)
+    assert np.isfinite(res.sigma) and all(np.isfinite(list(res.stderr.values())))
+
+
+@pytest.mark.slow
+def test_fit_batch_reports_members_that_never_simulate(noisy):
+    p0 = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), TRUE.replace(g_na=150.0),
+                                UNSIMULABLE)
+    with pytest.raises(hhjax.SimulationError, match=r"recordings\[1\] \(1 of 2\)"):
+        hf.fit_batch([noisy, noisy], ("g_na",), p0, init="guess", workers=1)
+    with pytest.warns(UserWarning, match=r"recordings\[1\]"):
+        res = hf.fit_batch([noisy, noisy], ("g_na",), p0, init="guess", workers=1, throw=False)
+    assert [r.ok for r in res] == [True, False]
+    assert res[0].converged and not res[1].converged
+    assert _rel(res[0].values["g_na"], "g_na") < 2e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(max_iter=-1), ValueError, "`max_iter` must be at least 1"),
+        (dict(max_iter=2.5), TypeError, "`max_iter` must be an integer"),
+        (dict(n_starts=0), ValueError, "`n_starts`"),
+        (dict(spread=1.0), ValueError, "`spread`"),
+        (dict(seed=-1), ValueError, "`seed`"),
+        (dict(nudges=(1.0, float("nan"))), ValueError, r"`nudges\[1\]` must be finite"),
+        (dict(fallback_threshold=-1.0), ValueError, "`fallback_threshold`"),
+        (dict(method="optax", steps=-5), ValueError, "`steps` must be at least 1"),
+        (dict(method="optax", checkpoint_every=0), ValueError, "`checkpoint_every`"),
+        (dict(method="optax", patience=0), ValueError, "`patience`"),
+        (dict(method="optax", clip=0.0), ValueError, "`clip`"),
+        (dict(method="optax", min_delta=float("nan")), ValueError, "`min_delta`"),
+        # A log-coordinate start at or below zero would be NaN from the first step on.
+        (dict(free=("g_na",), params0=TRUE.replace(g_na=0.0)), ValueError,
+         r"`params0.g_na` is 0.0.*log coordinates"),
+        (dict(free=("e_l",), transforms={"e_l": "log"}), ValueError,
+         r"`params0.e_l` is -5.*must start positive"),
+    ],
+)
+def test_fit_rejects_bad_counts_and_settings_eagerly(noisy, monkeypatch, kwargs, error, message):
+    def never(*args, **kw):
+        raise AssertionError("the fit started")
+
+    monkeypatch.setattr(hf._fit, "_core_jit", never)
+    monkeypatch.setattr(hf._optax, "optax_loop", never)
+    monkeypatch.setattr(hf._fit, "_batch_program", never)
+    with pytest.raises(error, match=message):
+        hf.fit(noisy, **kwargs)
+    batch_kwargs = {k: v for k, v in kwargs.items() if k != "method"}
+    if "method" not in kwargs:
+        with pytest.raises(error, match=message):
+            hf.fit_batch([noisy], **batch_kwargs)
+
+
+def test_fitting_helpers_reject_bad_counts(noisy):
+    with pytest.raises(ValueError, match="`workers`"):
+        hf.fit_batch([noisy], workers=0)
+    with pytest.raises(ValueError, match="`window`"):
+        hf.linear_estimate(noisy, window=0.0)
+    with pytest.raises(ValueError, match="`stride`"):
+        hf.linear_estimate(noisy, stride=0)
+    with pytest.raises(ValueError, match="`rest_weight`"):
+        hf.linear_estimate(noisy, rest_weight=-1.0)
+    with pytest.raises(ValueError, match="`dt`"):
+        hf.linear_system(TRUE, noisy.v, noisy.i_inj, dt=-0.025)
+    with pytest.raises(ValueError, match="`max_iter`"):
+        hf.levenberg_marquardt(lambda th: th, jnp.zeros(1), max_iter=-1)
+    with pytest.raises(ValueError, match="`dt`"):
+        hf.simulate_grid(TRUE, noisy.i_inj, 0.0, hhjax.rest_state(TRUE))
+
+
+def _flat_sweep(v=None):
+    from hhjax import models
+
+    t = np.arange(0.0, 60.0, 0.1)
+    if v is None:  # a 5 mV charging curve from the step onset at 10 ms
+        v = -70.0 + 5.0 * np.where(t >= 10.0, 1.0 - np.exp(-(t - 10.0) / 20.0), 0.0)
+    return models.StepSweep(sweep=3, amplitude=100.0, t_on=10.0, t_off=50.0, t=t, v=v, dt=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(population=0), "`population` must be at least 2"),
+        (dict(generations=0), "`generations` must be at least 1"),
+        (dict(restarts=0), "`restarts`"),
+        (dict(refine_steps=-1), "`refine_steps`"),
+        (dict(elite=0.0), "`elite`"),
+        (dict(dt=-0.1), "`dt`"),
+        (dict(free=("g_x",)), "no field 'g_x'"),
+    ],
+)
+def test_fit_steps_rejects_bad_arguments(kwargs, message):
+    from hhjax import models
+
+    with pytest.raises(ValueError, match=message):
+        models.fit_steps([_flat_sweep()], **kwargs)
+
+
+def test_fit_steps_rejects_a_sweep_without_response():
+    from hhjax import models
+
+    # Before: ZeroDivisionError from the input-resistance estimate.
+    with pytest.raises(ValueError, match="sweep 3 .* changes the voltage by 0 mV"):
+        models.fit_steps([_flat_sweep(np.full(600, -70.0))], population=4, generations=1)
+
+
+def test_fit_steps_that_never_simulates_raises():
+    from hhjax import models
+
+    # No conductance at all: no rest state, every candidate's voltage is NaN. Before: a
+    # "fit" with loss 1e6 and the base's parameters.
+    t = np.arange(0.0, 60.0, 0.1)
+    spiking = _flat_sweep(-70.0 + 90.0 * ((t > 20.0) & (t < 21.0)))
+    base = models.Pospischil().replace(g_l=0.0, g_na=0.0, g_kd=0.0, g_m=0.0)
+    with pytest.raises(hhjax.SimulationError, match="none of the 8 models"):
+        models.fit_steps([spiking], base=base, free=("v_t",), population=4, generations=2,
+                         refine_steps=0)

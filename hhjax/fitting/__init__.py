@@ -24,12 +24,14 @@ from ._linear import LINEAR_FIELDS as LINEAR_FIELDS
 from ._linear import linear_estimate as linear_estimate
 from ._linear import linear_system as linear_system
 from ._lm import levenberg_marquardt as levenberg_marquardt
+from ._optax import CheckpointError as CheckpointError
 from ._optax import default_optimizer as default_optimizer
 from ._plot import plot_fit as plot_fit
 from ._recording import Recording as Recording
 from ._recording import estimate_noise as estimate_noise
 
 __all__ = [
+    "CheckpointError",
     "DEFAULT_FREE",
     "FitResult",
     "FreeParams",

@@ -35,7 +35,10 @@ import optax
 
 from .._fast import _available_cores, _map_in_threads
 from .._params import HHParams
+from .._simulate import SimulationError
 from ._free import DEFAULT_FREE, FreeParams
+from ._free import check_count as _count
+from ._free import check_real as _real
 from ._grid import model_rest_state, simulate_grid
 from ._linear import LINEAR_FIELDS, linear_estimate_arrays
 from ._lm import staged_levenberg_marquardt
@@ -99,10 +102,14 @@ class FitResult:
     - `sigma`: the noise level (mV): the residuals' standard deviation by default
       (`sigma_from="residuals"`), else the recordings' stated one.
     - `loss_history`: per iteration/step, mean squared residual in units of each recording's
-      $\\sigma^2$ (≈ 1 at a good fit when $\\sigma$ is right).
+      $\\sigma^2$ (≈ 1 at a good fit when $\\sigma$ is right); `inf` where the model could not
+      be simulated.
     - `trace`: a [`Trace`][] (a list of them for several recordings).
     - `start`: the model the optimiser started from; `n_iter`, `converged`, `wall_time` (s),
       `method`, `init`; `fallback_used`: whether the nudging fallback replaced the first fit.
+    - `ok`: whether the model could be simulated at the returned parameters (finite residuals).
+      `False` only with `throw=False` (else the fit raises): then `params` is where the fit
+      gave up, not an estimate, and `sigma`, `stderr` and `trace` are not finite.
     """
 
     params: eqx.Module
@@ -127,10 +134,13 @@ class FitResult:
     noise: str = "white"
     se_ratio: dict = dataclasses.field(default_factory=dict)
     residual_lag1: float = 0.0
+    ok: bool = True
 
     def summary(self) -> str:
         """A small text table of values, standard errors and intervals."""
         lines = [f"{'field':>8} {'value':>12} {'stderr':>10} {'95% CI':>26}"]
+        if not self.ok:
+            lines.insert(0, "FAILED: the model could not be simulated; these are not estimates")
         for n in self.free:
             lo, hi = self.ci[n]
             flag = "  (poorly identified)" if n in self.poorly_identified else ""
@@ -484,6 +494,58 @@ def _check_noise(noise, sigma_from):
         )
 
 
+def _check_search(max_iter, nudges, n_starts, spread, seed, fallback_threshold):
+    """The settings `fit` and `fit_batch` share, checked before anything is compiled."""
+    max_iter = _count("max_iter", max_iter)
+    n_starts = _count("n_starts", n_starts)
+    spread = _real("spread", spread, above=1.0)
+    seed = _count("seed", seed, minimum=0)
+    fallback_threshold = _real("fallback_threshold", fallback_threshold, at_least=0.0)
+    if isinstance(nudges, (str, bytes)) or not isinstance(nudges, Sequence):
+        raise TypeError(f"`nudges` must be a sequence of strengths (1/ms), got {nudges!r}.")
+    nudges = tuple(_real(f"nudges[{k}]", x, at_least=0.0) for k, x in enumerate(nudges))
+    return max_iter, nudges, n_starts, spread, seed, fallback_threshold
+
+
+def _check_start(spec, params0):
+    """The free fields' starting values in `params0`: finite, and positive where fitted in log
+    coordinates (a log of a non-positive value is NaN)."""
+    x = np.asarray(spec.values(params0))
+    for k, name in enumerate(spec.names):
+        col = x[..., k]
+        if not np.all(np.isfinite(col)):
+            raise ValueError(
+                f"`params0.{name}` is {col.ravel()[~np.isfinite(col.ravel())][0]}: the start of "
+                "a free field must be finite."
+            )
+        if spec.transforms[k] == "log" and not np.all(col > 0):
+            raise ValueError(
+                f"`params0.{name}` is {col.ravel()[~(col.ravel() > 0)][0]}, but it is fitted in "
+                f"log coordinates and must start positive. Give a positive start, or pass "
+                f"transforms={{{name!r}: 'linear'}}."
+            )
+
+
+def _failure(where, spec, out, recs, example=""):
+    """The message of a fit that never reached parameters the model can simulate."""
+    start = np.asarray(spec.to_natural(jnp.asarray(out["start"])))
+    values = ", ".join(f"{n}={float(v):.4g}" for n, v in zip(spec.names, start))
+    dt = ", ".join(sorted({f"{r.dt:g}" for r in recs}))
+    return (
+        f"{where}: the model cannot be simulated on the recording's sample grid (dt = {dt} ms) "
+        f"at any parameters the fit tried: {example}the loss at its start ({values}) is not "
+        "finite (e.g. a guess whose dynamics are too fast for the fixed-step solver, g/c_m "
+        "too large, or a model with no rest state). Pass a `params0` closer to the data, "
+        "init='auto' or init='multistart', or `bounds`; pass throw=False to get the failed "
+        "result with FitResult.ok False."
+    )
+
+
+def _finite_fit(out) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(out["theta"])))
+                and np.all(np.isfinite(np.asarray(out["r"]))))
+
+
 def _check_common(recs, free, params0, init, method, y0):
     if params0 is None:
         params0 = HHParams()
@@ -570,6 +632,7 @@ def fit(
     checkpoint_every: int = 25,
     fallback: bool = True,
     fallback_threshold: float = 1.1,
+    throw: bool = True,
 ) -> FitResult:
     """Fit the free fields of a membrane model to one or several current-clamp recordings.
 
@@ -609,14 +672,21 @@ def fit(
       the transformed coordinates), `steps`, `clip` (global gradient-norm clip; `None` for
       none), `patience`/`min_delta` (early stopping when the best loss has not improved by a
       relative `min_delta` for `patience` steps), `progress` (tqdm bar), `callback`
-      (`callback(step, loss, params)` after each step), `checkpoint` (file path: progress is
-      saved every `checkpoint_every` steps and a later call with the same path resumes).
+      (`callback(step, loss, params)` after each step), `checkpoint` (file path, in an
+      existing directory: progress is saved every `checkpoint_every` steps, atomically, and a
+      later call with the same path resumes; a file written by a fit of other recordings or
+      another configuration, or a damaged one, raises a `ValueError` naming it). A step
+      that reaches parameters the model cannot simulate ends the loop with a warning; the
+      best parameters seen are returned, not converged.
     - `fallback`, `fallback_threshold`: with `init` `"auto"`, `"linear"` or `"guess"` and
       `method="lm"`, a fit whose final mean squared residual exceeds `fallback_threshold` (in
       units of the recordings' $\\sigma^2$; a correct fit gives 1 ± 0.05 with $\\sigma$
       estimated from the data) is taken for a local minimum, typically a misplaced spike: it
       is refitted with annealed nudging from the same start, inside the same compiled loop,
       and the better of the two is returned.
+    - `throw`: when the model cannot be simulated at any parameters the fit reaches (a
+      non-finite loss from its start on), raise [`hhjax.SimulationError`][] (default); with
+      `False`, warn and return the result with `ok=False`.
 
     **Returns:**
 
@@ -625,7 +695,26 @@ def fit(
     recs = _as_recordings(recordings)
     params0 = _check_common(recs, free, params0, init, method, y0)
     _check_noise(noise, sigma_from)
+    max_iter, nudges, n_starts, spread, seed, fallback_threshold = _check_search(
+        max_iter, nudges, n_starts, spread, seed, fallback_threshold)
+    if method == "optax":
+        from ._optax import check_checkpoint_path
+
+        steps = _count("steps", steps)
+        checkpoint_every = _count("checkpoint_every", checkpoint_every)
+        if patience is not None:
+            patience = _count("patience", patience)
+        min_delta = _real("min_delta", min_delta, at_least=0.0, below=1.0)
+        if clip is not None:
+            clip = _real("clip", clip, above=0.0)
+        check_checkpoint_path(checkpoint)
+    elif checkpoint is not None:
+        raise ValueError(
+            "`checkpoint` applies to method='optax' only (the LM fit runs as one compiled "
+            "loop); pass method='optax' or leave `checkpoint` out."
+        )
     spec = FreeParams.make(free, params0, transforms, bounds)
+    _check_start(spec, params0)
     with_linear = isinstance(params0, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
     if init == "linear" and not with_linear:
         raise ValueError(
@@ -662,10 +751,18 @@ def fit(
             checkpoint=checkpoint, checkpoint_every=int(checkpoint_every),
         )
     wall = time.perf_counter() - t_start
+    ok = _finite_fit(out)
+    if not ok:
+        message = _failure("fit", spec, out, recs)
+        if throw:
+            raise SimulationError(message)
+        warnings.warn(message, stacklevel=2)
     res = _build_result(spec, params0, out, recs, sigma_from, hist, method, init, wall, n_iter,
-                        conv, noise)
+                        conv and ok, noise)
     res.fallback_used = used
-    _warn_if_correlated([res], noise)
+    res.ok = ok
+    if ok:
+        _warn_if_correlated([res], noise)
     return res
 
 
@@ -691,6 +788,7 @@ def fit_batch(
     fallback: bool = True,
     fallback_threshold: float = 1.1,
     workers: int | None = None,
+    throw: bool = True,
 ) -> list[FitResult]:
     """Fit many recordings independently in one vmapped, compiled call (e.g. 100 cells).
 
@@ -712,6 +810,9 @@ def fit_batch(
     - The other arguments are as in [`fit`][] (`method="lm"` only). A member whose fit needs
       the nudging fallback (final mean squared residual above `fallback_threshold`) is refitted
       inside the same compiled loop, so the fallback costs no second compilation.
+    - `throw`: when some recordings' fits never reach parameters the model can simulate,
+      raise [`hhjax.SimulationError`][] naming them (default); with `False`, warn once and
+      return every result, those with `ok=False`.
 
     **Returns:**
 
@@ -720,6 +821,10 @@ def fit_batch(
     recs = _as_recordings(recordings)
     params0 = _check_common(recs, free, params0, init, "lm", y0)
     _check_noise(noise, sigma_from)
+    max_iter, nudges, n_starts, spread, seed, fallback_threshold = _check_search(
+        max_iter, nudges, n_starts, spread, seed, fallback_threshold)
+    if workers is not None:
+        workers = _count("workers", workers)
     lengths = {r.num_samples for r in recs}
     dts = {round(r.dt, 12) for r in recs}
     if len(lengths) != 1 or len(dts) != 1:
@@ -730,6 +835,7 @@ def fit_batch(
     batched = bool(params0.batch_shape) if hasattr(params0, "batch_shape") else False
     first = params0[0] if batched else params0
     spec = FreeParams.make(free, first, transforms, bounds)
+    _check_start(spec, params0)
     with_linear = isinstance(first, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
     dtype = jnp.result_type(first.dtype, float)
     v = jnp.stack([r.v for r in recs]).astype(dtype)
@@ -749,8 +855,6 @@ def fit_batch(
     size = len(recs)
     if workers is None:
         workers = _available_cores() if jax.default_backend() == "cpu" else 1
-    if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"`workers` must be a positive int, got {workers!r}.")
     workers = min(workers, size)
     # Several parts per worker, taken from a queue: a member that needs the nudging refit
     # keeps its part busy several times longer than the rest, and small parts let the other
@@ -773,15 +877,27 @@ def fit_batch(
     out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:size], *parts)
     wall = time.perf_counter() - t_start
     n_res = recs[0].num_samples
+    members = [jax.tree_util.tree_map(lambda a, k=k: a[k], out) for k in range(size)]
+    failed = [k for k, o in enumerate(members) if not _finite_fit(o)]
+    if failed:
+        shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
+        message = _failure(
+            f"fit_batch: recordings[{shown}] ({len(failed)} of {size})", spec,
+            members[failed[0]], [recs[failed[0]]], example=f"for recordings[{failed[0]}], ",
+        )
+        if throw:
+            raise SimulationError(message)
+        warnings.warn(message, stacklevel=2)
     results = []
-    for k, rec in enumerate(recs):
-        o = jax.tree_util.tree_map(lambda a, k=k: a[k], out)
+    for k, (rec, o) in enumerate(zip(recs, members)):
         b = base[k] if batched else base
+        ok = k not in set(failed)
         res = _build_result(spec, b, o, [rec], sigma_from, _history(o, n_res), "lm", init, wall,
-                            int(o["n_iter"]), bool(o["converged"]), noise)
+                            int(o["n_iter"]), bool(o["converged"]) and ok, noise)
         res.fallback_used = bool(o["used"])
+        res.ok = ok
         results.append(res)
-    _warn_if_correlated(results, noise)
+    _warn_if_correlated([r for r in results if r.ok], noise)
     return results
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from .._params import HHParams
 from .._simulate import rest_state as _hh_rest_state
 from .._vector_field import vector_field as _hh_vector_field
+from ._free import check_real
 
 __all__ = ["model_vector_field", "model_rest_state", "simulate_grid"]
 
@@ -66,6 +67,7 @@ def simulate_grid(params, i_inj, dt, y0, *, v_obs=None, nudge=0.0, full=False):
     The voltage (mV) at every grid time, shape `(samples,)` (the first is `y0.v`); or, with
     `full`, the state PyTree with a leading time axis.
     """
+    dt = check_real("dt", dt, above=0.0)  # a Python float (static under jit)
     f = lambda y, i: model_vector_field(params, 0.0, y, lambda t: i)
     if v_obs is not None:
         # Nudging by splitting: after each RK4 step of the model, relax v exactly towards the

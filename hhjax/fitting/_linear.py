@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from .._params import HHParams
 from .._vector_field import gate_rates, gates_inf
+from ._free import check_count, check_real
 
 __all__ = ["LINEAR_FIELDS", "linear_estimate", "linear_system"]
 
@@ -69,6 +70,9 @@ def linear_system(params: HHParams, v, i_inj, dt: float, window: float = 1.0, st
 
     `(A, dv)`: the regressors, shape `(windows, 5)`, and the voltage changes, shape `(windows,)`.
     """
+    dt = check_real("dt", dt, above=0.0)
+    window = check_real("window", window, above=0.0)
+    stride = check_count("stride", stride)
     v = jnp.asarray(v)
     i_inj = jnp.asarray(i_inj, v.dtype)
     # Starting gates at steady state of the first ~1 ms (the cell is assumed at rest there).
@@ -158,7 +162,21 @@ def linear_estimate(
 
     if isinstance(recordings, Recording):
         recordings = [recordings]
+    if not isinstance(recordings, (list, tuple)) or not recordings:
+        raise TypeError("`recordings` must be a Recording or a non-empty list of them.")
+    for k, r in enumerate(recordings):
+        if not isinstance(r, Recording):
+            raise TypeError(f"`recordings[{k}]` must be a Recording, got {type(r).__name__}.")
     params0 = HHParams() if params0 is None else params0
+    if not isinstance(params0, HHParams):
+        raise TypeError(
+            f"`params0` must be an HHParams (the linear estimate is HH's), got "
+            f"{type(params0).__name__}."
+        )
+    window = check_real("window", window, above=0.0)
+    stride = check_count("stride", stride)
+    rest_window = check_real("rest_window", rest_window, above=0.0)
+    rest_weight = check_real("rest_weight", rest_weight, at_least=0.0)
     arrays = [(r.v, r.i_inj, r.dt) for r in recordings]
     return linear_estimate_arrays(params0, arrays, free, window=window, stride=stride,
                                   rest_window=rest_window, rest_weight=rest_weight)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._free import check_count, check_real
+
 __all__ = ["levenberg_marquardt", "residuals_and_jacobian", "staged_levenberg_marquardt"]
 
 
@@ -56,6 +58,10 @@ def levenberg_marquardt(
     the solution. Non-finite residuals count as an
     infinite cost, so steps into regions where the simulation fails are rejected.
     """
+    max_iter = check_count("max_iter", max_iter)
+    lam0 = check_real("lam0", lam0, above=0.0)
+    ftol = check_real("ftol", ftol, at_least=0.0)
+    xtol = check_real("xtol", xtol, at_least=0.0)
     out = staged_levenberg_marquardt(
         lambda th, k: residual_fn(th), theta0, max_iter=max_iter, lower=lower, upper=upper,
         lam0=lam0, ftol=ftol, xtol=xtol,

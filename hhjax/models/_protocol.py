@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -37,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._simulate import SimulationError
 from ._cortical import Pospischil
 from ._stepper import integrate
 
@@ -227,7 +229,9 @@ def _loss_terms(model, target: _Target, dt: float):
         # The interspike plateau (`steady`) is not fitted: this model family cannot reach the
         # depolarised plateau of the shared cells, and chasing it distorts the f-I curve.
         loss = loss + 4.0 * (rest - f.rest) ** 2
-    return jnp.where(bad, 1e6, loss)
+    # A model that cannot be simulated on this sweep has no loss: infinite, never a number
+    # that a search could take for a (poor) fit.
+    return jnp.where(bad, jnp.inf, loss)
 
 
 def _make_loss(targets: Sequence[_Target], dt: float):
@@ -261,6 +265,14 @@ def passive_start(sweep: StepSweep, c_m: float = 1.0) -> dict:
     """
     f = data_features(sweep.t, sweep.v, sweep.t_on, sweep.t_off)
     dv = f.steady - f.rest  # mV
+    if not (np.isfinite(dv) and dv * sweep.amplitude > 0):
+        # No response, or one of the wrong sign, gives no (or a negative) input resistance.
+        raise ValueError(
+            f"passive_start: sweep {sweep.sweep} ({sweep.amplitude:g} pA) changes the voltage "
+            f"by {dv:.3g} mV (steady {f.steady:.4g} - rest {f.rest:.4g}); the passive estimate "
+            "needs a subthreshold sweep whose steady voltage moves with the current. Pick "
+            "another training sweep."
+        )
     r_in = dv / sweep.amplitude * 1e9  # mV/pA -> Ohm: 1 mV / 1 pA = 1e9 Ohm
     after = (sweep.t >= sweep.t_on) & (sweep.t < sweep.t_off)
     tt, vv = sweep.t[after] - sweep.t_on, sweep.v[after]
@@ -313,12 +325,16 @@ def fit_steps(
     - `restarts`: independent searches (seeds `seed`, `seed + 1`, ...); the one with the
       lowest training loss is kept.
     - `seed`: random seed.
-    - `progress`: called as `progress(generation, restarts * generations, best_loss)`.
+    - `progress`: called as `progress(generation, restarts * generations, best_loss)`
+      (`best_loss` is `inf` until some model could be simulated on every training sweep).
 
     **Returns:**
 
-    A [`FitResult`][].
+    A [`FitResult`][]. Raises [`hhjax.SimulationError`][] when no model searched could be
+    simulated on every training sweep.
     """
+    sweeps, free = _check_fit_steps(sweeps, base, free, dt, population, generations, elite,
+                                    refine_steps, restarts, seed, progress)
     base = Pospischil() if base is None else base
     base = base.astype(jnp.float64) if jax.config.jax_enable_x64 else base
     targets = [_target(s, dt) for s in sweeps]
@@ -355,8 +371,8 @@ def fit_steps(
             xs = mean + std * rng.standard_normal((population, len(names)))
             xs[0] = run_x
             losses = np.asarray(batched(jnp.asarray(xs)))
-            losses = np.where(np.isfinite(losses), losses, 1e9)
-            order = np.argsort(losses)
+            losses = np.where(np.isfinite(losses), losses, np.inf)
+            order = np.argsort(losses, kind="stable")
             if losses[order[0]] < run_loss:
                 run_loss, run_x = float(losses[order[0]]), xs[order[0]].copy()
             top = xs[order[:n_elite]]
@@ -367,10 +383,58 @@ def fit_steps(
                 progress(run * generations + gen + 1, restarts * generations, run_loss)
         if run_loss < best_loss:
             best_loss, best_x = run_loss, run_x
+    if not np.isfinite(best_loss):
+        raise SimulationError(
+            f"fit_steps: none of the {restarts * generations * population} models searched "
+            "could be simulated on every training sweep (the voltage is not finite: e.g. a "
+            "`base` with no rest state, such as one without any conductance). Check `base` and "
+            f"`free`, or lower `dt` (now {dt} ms)."
+        )
     model = _unpack(start, jnp.asarray(best_x), names)
     if refine_steps and sub:
         model, best_loss = _refine_passive(model, targets, sub, dt, refine_steps, best_loss)
     return FitResult(model, float(best_loss), history, [s.sweep for s in sweeps], passive)
+
+
+def _check_fit_steps(sweeps, base, free, dt, population, generations, elite, refine_steps,
+                     restarts, seed, progress):
+    """`fit_steps`' arguments, checked before anything is compiled; returns `(sweeps, free)`."""
+    if isinstance(sweeps, StepSweep) or not isinstance(sweeps, Sequence) or not sweeps:
+        raise TypeError("`sweeps` must be a non-empty list of StepSweep (see step_sweep).")
+    for k, sw in enumerate(sweeps):
+        if not isinstance(sw, StepSweep):
+            raise TypeError(f"`sweeps[{k}]` must be a StepSweep, got {type(sw).__name__}.")
+    if base is not None and not isinstance(base, Pospischil):
+        raise TypeError(f"`base` must be a Pospischil model or None, got {type(base).__name__}.")
+    fields = (Pospischil() if base is None else base).field_names
+    free = (free,) if isinstance(free, str) else tuple(free)
+    if not free or len(set(free)) != len(free):
+        raise ValueError(f"`free` must name distinct fields, got {free!r}.")
+    for name in free:
+        if name not in fields:
+            raise ValueError(f"`free`: Pospischil has no field {name!r}; fields are {fields}.")
+    if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating, np.integer)) or not (
+        math.isfinite(dt) and dt > 0
+    ):
+        raise ValueError(f"`dt` must be a positive, finite number of ms, got {dt!r}.")
+    for name, value, low in (("population", population, 2), ("generations", generations, 1),
+                             ("refine_steps", refine_steps, 0), ("restarts", restarts, 1),
+                             ("seed", seed, 0)):
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            n = operator.index(value)
+        except TypeError:
+            raise TypeError(f"`{name}` must be an integer, got {value!r}.") from None
+        if n < low:
+            raise ValueError(f"`{name}` must be at least {low}, got {value!r}.")
+    if isinstance(elite, bool) or not isinstance(elite, (int, float, np.floating)) or not (
+        0.0 < elite <= 1.0
+    ):
+        raise ValueError(f"`elite` must be a fraction in (0, 1], got {elite!r}.")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"`progress` must be callable or None, got {type(progress).__name__}.")
+    return list(sweeps), free
 
 
 def _refine_passive(model, targets, sub, dt, steps, best_loss):
@@ -390,6 +454,8 @@ def _refine_passive(model, targets, sub, dt, steps, best_loss):
     x = x0
     for _ in range(steps):
         _, g = value_and_grad(x)
+        if not np.all(np.isfinite(np.asarray(g))):
+            break  # the step left the simulable region: keep what was reached (checked below)
         update, state = opt.update(g, state)
         x = optax.apply_updates(x, update)
     refined = _unpack(model, x, names)
