@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._params import HHParams
+from ._params import HHParams, _check_finite, _check_real, _concrete, _describe_bad
 
 __all__ = ["spike_times", "spike_count", "firing_rate", "FICurve", "fi_curve"]
 
@@ -21,13 +21,51 @@ def _crossings(v, threshold):
     return (v[..., :-1] < threshold) & (v[..., 1:] >= threshold)
 
 
-def _refine(ts, v, k, threshold):
+# ---------------------------------------------------------------------- input checks
+# Eager, on concrete values only (tracers pass through jit/vmap/grad untouched): a NaN trace or
+# threshold would otherwise count as "no spikes", a silent wrong result.
+
+
+def _check_threshold(owner: str, threshold) -> None:
+    _check_real(owner, "threshold", jnp.asarray(threshold))
+    _check_finite(owner, "threshold", threshold, "mV")
+
+
+def _check_trace(owner: str, ts, v) -> None:
+    """`ts` (or None) and `v` real and finite, `ts` strictly increasing along its last axis."""
+    for name, x in (("ts", ts), ("v", v)):
+        if x is None:
+            continue
+        _check_real(owner, name, x)
+        value = _concrete(x)
+        if value is not None and not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"{owner}: `{name}` must be finite, got "
+                f"{_describe_bad(value, ~np.isfinite(value))}. A trace from a failed solve holds "
+                "NaN/inf (check `traj.ok`); remove or interpolate gaps in a recording."
+            )
+    t = None if ts is None else _concrete(ts)
+    if t is not None and t.ndim >= 1 and t.shape[-1] >= 2:
+        steps = np.diff(t, axis=-1)
+        if not np.all(steps > 0):
+            k = tuple(int(i) for i in np.argwhere(steps <= 0)[0])
+            *batch, i = k
+            where = tuple(batch)
+            raise ValueError(
+                f"{owner}: `ts` must be strictly increasing (sample times in ms), but "
+                f"ts{list(where) if where else ''}[{i}] = {t[k].item()!r} is followed by "
+                f"{t[(*where, i + 1)].item()!r}. Pass the time axis that belongs to `v`, in "
+                "increasing order."
+            )
+
+
+def _refine(ts, v, k, threshold, n):
     """Crossing time inside [ts[k], ts[k+1]] from the cubic through samples k-1..k+2.
 
     The cubic interpolant makes the error O(dt^4) instead of linear interpolation's O(dt^2),
-    so a 0.025 ms save grid gives spike times good to well below a microsecond.
+    so a 0.025 ms save grid gives spike times good to well below a microsecond. `n` is the
+    number of real samples (the arrays may be padded beyond it).
     """
-    n = ts.shape[-1]
     lo = jnp.clip(k - 1, 0, n - 4)
     idx = lo + jnp.arange(4)
     tt, vv = ts[idx], v[idx] - threshold
@@ -56,10 +94,30 @@ def _refine(ts, v, k, threshold):
     return jnp.where(good, t_cub, t_lin)
 
 
+def _bucket(n: int) -> int:
+    """`n` rounded up to one of four sizes per octave (at most 25 % more), so that traces of
+    many lengths share a few compilations of [`spike_times`][]."""
+    if n < 16:
+        return n
+    step = 2 ** (int(n).bit_length() - 3)
+    return -(-n // step) * step
+
+
+def _pad_last(x, extra: int):
+    """`x` with its last entry repeated `extra` more times along the last axis."""
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, extra)]
+    if isinstance(x, jax.core.Tracer):
+        return jnp.pad(x, widths, mode="edge")
+    return np.pad(np.asarray(x), widths, mode="edge")  # no per-shape compilation
+
+
 @eqx.filter_jit
-def _spike_times_fixed(ts, v, threshold, max_spikes: int):
+def _spike_times_fixed(ts, v, threshold, n, max_spikes: int):
+    # `ts` and `v` may be padded along the last axis beyond the `n` real samples (a traced
+    # count, so that one compilation serves every length in a bucket); crossings in the padding
+    # are masked out and the refinement never reads past sample n - 1.
     def one(ts, v):
-        mask = _crossings(v, threshold)
+        mask = _crossings(v, threshold) & (jnp.arange(v.shape[-1] - 1) < n - 1)
         (k,) = jnp.nonzero(mask, size=max_spikes, fill_value=0)
         valid = jnp.arange(max_spikes) < jnp.sum(mask)
         if ts.shape[-1] < 4:
@@ -67,7 +125,7 @@ def _spike_times_fixed(ts, v, threshold, max_spikes: int):
             v_a, v_b = v[k] - threshold, v[k + 1] - threshold
             times = t_a - v_a * (t_b - t_a) / (v_b - v_a)
         else:
-            times = jax.vmap(lambda kk: _refine(ts, v, kk, threshold))(k)
+            times = jax.vmap(lambda kk: _refine(ts, v, kk, threshold, n))(k)
         return jnp.where(valid, times, jnp.nan)
 
     batch = v.shape[:-1]
@@ -96,24 +154,57 @@ def spike_times(
     **Returns:**
 
     Shape `(*batch, spikes)`.
+
+    Concrete inputs are checked: `ts` must be finite and strictly increasing, `v` finite (a
+    failed solve's NaN trace would otherwise read as "no spikes") and `threshold` finite;
+    each failure raises `ValueError`. Traces of different lengths share compilations (lengths
+    are rounded up to one of four sizes per octave and the padding masked out).
     """
     ts, v = jnp.asarray(ts), jnp.asarray(v)
     if v.ndim == 0 or v.shape[-1] < 2:
-        raise ValueError(f"`v` must have at least two samples along its last axis, got {v.shape}.")
-    if ts.shape[-1] != v.shape[-1]:
         raise ValueError(
-            f"`ts` and `v` must have the same number of samples, got {ts.shape} and {v.shape}."
+            f"spike_times: `v` must have at least two samples along its last axis, got shape "
+            f"{v.shape}."
         )
+    if ts.ndim == 0 or ts.shape[-1] != v.shape[-1]:
+        raise ValueError(
+            "spike_times: `ts` and `v` must have the same number of samples along the last "
+            f"axis, got shapes {ts.shape} and {v.shape}."
+        )
+    _check_trace("spike_times", ts, v)
+    _check_threshold("spike_times", threshold)
+    count = None
     if max_spikes is None:
-        if isinstance(v, jax.core.Tracer):
-            raise ValueError("Under jit/vmap/grad pass `max_spikes` to spike_times.")
-        max_spikes = int(np.max(np.sum(np.asarray(_crossings(v, threshold)), axis=-1), initial=0))
-    return _spike_times_fixed(ts, v, jnp.asarray(threshold, v.dtype), int(max_spikes))
+        v_np, threshold_np = _concrete(v), _concrete(threshold)
+        if v_np is None or threshold_np is None:
+            raise ValueError("spike_times: under jit/vmap/grad pass `max_spikes`.")
+        # NumPy, not jnp: eager jnp ops would compile afresh for every new trace length.
+        count = int(np.max(np.sum(_crossings(v_np, threshold_np), axis=-1), initial=0))
+        # A power-of-two size (sliced back to `count`) so new spike counts rarely recompile.
+        max_spikes = 1 if count == 0 else 2 ** (count - 1).bit_length()
+    if isinstance(max_spikes, bool) or not isinstance(max_spikes, (int, np.integer)):
+        raise TypeError(f"spike_times: `max_spikes` must be an int, got {max_spikes!r}.")
+    if max_spikes < 0:
+        raise ValueError(f"spike_times: `max_spikes` must be >= 0, got {max_spikes}.")
+    n = v.shape[-1]
+    size = _bucket(n) if n >= 4 else n
+    if size > n:
+        ts, v = _pad_last(ts, size - n), _pad_last(v, size - n)
+    threshold = jnp.asarray(threshold, v.dtype)
+    times = _spike_times_fixed(ts, v, threshold, jnp.asarray(n), int(max_spikes))
+    return times if count is None else times[..., :count]
 
 
 def spike_count(v: ArrayLike, threshold: float = 0.0) -> Array:
-    """Number of upward crossings of `threshold` (mV) along the last axis of `v`."""
-    return jnp.sum(_crossings(jnp.asarray(v), threshold), axis=-1)
+    """Number of upward crossings of `threshold` (mV) along the last axis of `v`.
+
+    Concrete `v` and `threshold` must be finite (`ValueError` otherwise: a NaN trace is a
+    failed solve, not a silent cell).
+    """
+    v = jnp.asarray(v)
+    _check_trace("spike_count", None, v)
+    _check_threshold("spike_count", threshold)
+    return jnp.sum(_crossings(v, threshold), axis=-1)
 
 
 def firing_rate(
@@ -124,14 +215,51 @@ def firing_rate(
     t_start: float | None = None,
     t_stop: float | None = None,
 ) -> Array:
-    """Mean firing rate (Hz) in the window `[t_start, t_stop]` ms (default: the whole trace)."""
+    """Mean firing rate (Hz) in the window `[t_start, t_stop]` ms (default: the whole trace).
+
+    The window must be non-empty (`t_stop > t_start`) and lie within the trace (up to one
+    sample spacing beyond either end), else `ValueError`: a rate over time the trace does not
+    cover would be silently low. `ts`, `v` and `threshold` are checked as in [`spike_times`][].
+    """
     ts, v = jnp.asarray(ts), jnp.asarray(v)
+    if ts.ndim == 0 or v.ndim == 0 or ts.shape[-1] != v.shape[-1] or ts.shape[-1] < 2:
+        raise ValueError(
+            "firing_rate: `ts` and `v` need the same number (>= 2) of samples along the last "
+            f"axis, got shapes {ts.shape} and {v.shape}."
+        )
+    _check_trace("firing_rate", ts, v)
+    _check_threshold("firing_rate", threshold)
     t_start = ts[..., 0] if t_start is None else jnp.asarray(t_start)
     t_stop = ts[..., -1] if t_stop is None else jnp.asarray(t_stop)
+    _check_window(ts, t_start, t_stop)
     # Window edges get a trailing axis so that batched `ts` (shape `(*batch, times)`) broadcast.
     inside = (ts[..., 1:] >= t_start[..., None]) & (ts[..., 1:] <= t_stop[..., None])
     count = jnp.sum(_crossings(v, threshold) & inside, axis=-1)
     return 1000.0 * count / (t_stop - t_start)
+
+
+def _check_window(ts, t_start, t_stop) -> None:
+    for name, x in (("t_start", t_start), ("t_stop", t_stop)):
+        _check_real("firing_rate", name, x)
+        _check_finite("firing_rate", name, x, "ms")
+    start, stop, t = _concrete(t_start), _concrete(t_stop), _concrete(ts)
+    if start is None or stop is None:
+        return
+    if np.any(stop <= start):
+        raise ValueError(
+            f"firing_rate: the window is empty: `t_stop` ({stop}) must be after `t_start` "
+            f"({start}) ms."
+        )
+    if t is None:
+        return
+    slack = np.max(np.diff(t, axis=-1))
+    first, last = np.min(t[..., 0]), np.max(t[..., -1])
+    if np.any(start < first - slack) or np.any(stop > last + slack):
+        raise ValueError(
+            f"firing_rate: the window [{start}, {stop}] ms reaches outside the trace "
+            f"[{first}, {last}] ms, where no spikes can be seen; pass `t_start`/`t_stop` "
+            "within the recorded times."
+        )
 
 
 class FICurve(eqx.Module):
@@ -167,10 +295,43 @@ def fi_curve(
     **Returns:**
 
     An [`FICurve`][]. Rates count spikes in `[delay + discard, delay + duration]`.
+
+    Inputs are checked before any solve: `amplitudes` non-empty, real and finite; `duration`,
+    `dt_save` > 0; `delay`, `discard` >= 0 with `discard < duration`; `threshold` finite.
     """
-    amplitudes = jnp.atleast_1d(jnp.asarray(amplitudes, dtype=jnp.result_type(params.dtype, float)))
+    raw = jnp.asarray(amplitudes)
+    _check_real("fi_curve", "amplitudes", raw)
+    amplitudes = jnp.atleast_1d(raw.astype(jnp.result_type(params.dtype, float)))
     if amplitudes.ndim != 1:
-        raise ValueError(f"`amplitudes` must be 1-D, got shape {amplitudes.shape}.")
+        raise ValueError(f"fi_curve: `amplitudes` must be 1-D, got shape {amplitudes.shape}.")
+    if amplitudes.size == 0:
+        raise ValueError(
+            "fi_curve: `amplitudes` is empty; pass at least one step current (µA/cm²), e.g. "
+            "jnp.linspace(0.0, 20.0, 11)."
+        )
+    _check_finite("fi_curve", "amplitudes", amplitudes, "µA/cm²")
+    for name, x, units in (
+        ("duration", duration, "ms"),
+        ("delay", delay, "ms"),
+        ("discard", discard, "ms"),
+        ("dt_save", dt_save, "ms"),
+        ("threshold", threshold, "mV"),
+    ):
+        _check_real("fi_curve", name, jnp.asarray(x))
+        _check_finite("fi_curve", name, x, units)
+    if not duration > 0 or not dt_save > 0:
+        raise ValueError(
+            f"fi_curve: `duration` and `dt_save` must be > 0 ms, got {duration} and {dt_save}."
+        )
+    if not delay >= 0 or not discard >= 0:
+        raise ValueError(
+            f"fi_curve: `delay` and `discard` must be >= 0 ms, got {delay} and {discard}."
+        )
+    if not discard < duration:
+        raise ValueError(
+            f"fi_curve: `discard` ({discard} ms) must be shorter than `duration` ({duration} ms), "
+            "or no time is left to count spikes in."
+        )
     if params.batch_shape:
         raise ValueError("fi_curve takes a single neuron's HHParams; vmap over fi_curve for more.")
     t1 = delay + duration

@@ -7,6 +7,10 @@ batch axis for many (see [`hhjax.simulate`][]).
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,13 +19,20 @@ from jaxtyping import Array
 
 from ._model import AbstractModel
 
-__all__ = ["HHParams", "FIELDS"]
+__all__ = ["HHParams", "FIELDS", "TEMPERATURE_LIMITS", "TEMPERATURE_RANGE"]
 
 FIELDS = ("g_na", "g_k", "g_l", "e_na", "e_k", "e_l", "c_m", "temperature", "v_ref")
 """Names of all HHParams fields, in order."""
 
 _NONNEGATIVE = ("g_na", "g_k", "g_l")
 _POSITIVE = ("c_m",)
+
+TEMPERATURE_LIMITS = (-273.15, 100.0)
+"""Temperatures (°C) accepted at all: absolute zero to boiling water; outside raises."""
+
+TEMPERATURE_RANGE = (-20.0, 60.0)
+"""Temperatures (°C) accepted without a warning. Q10 rate scaling has been measured roughly
+between freezing and 45 °C; beyond this range the rates are an extrapolation."""
 
 # Hodgkin & Huxley (1952) fixed the leak reversal at 10.613 mV above rest so that the
 # membrane rests exactly at the reference potential.
@@ -38,6 +49,137 @@ def _concrete(x) -> np.ndarray | None:
         return None
 
 
+# ---------------------------------------------------------------------- validation helpers
+# Shared by the models, the stimuli and the spike features. Dtypes and shapes are static, so
+# they are checked for tracers too (a valid traced value always passes); values are checked
+# only when concrete, so jit/vmap/grad pass through untouched.
+
+
+def _check_real(owner: str, name: str, x) -> None:
+    """Raise `TypeError` unless `x` has a real (integer or floating-point) dtype."""
+    dtype = jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{owner}: `{name}` must be real, got a complex value (dtype {dtype}). Pass the "
+            "real part (np.real(x)) if the imaginary part is meant to be zero."
+        )
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(f"{owner}: `{name}` must be a real number, got dtype {dtype}.")
+
+
+def _describe_bad(value: np.ndarray, bad: np.ndarray) -> str:
+    """`nan`, or `nan at index 17 (2 of 1000 values)`: the first offending entry."""
+    if value.ndim == 0:
+        return repr(value.item())
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = first[0] if len(first) == 1 else first
+    return f"{value[first].item()!r} at index {where} ({int(np.sum(bad))} of {value.size} values)"
+
+
+def _check_finite(
+    owner: str,
+    name: str,
+    x,
+    units: str,
+    *,
+    allow_posinf: bool = False,
+    allow_neginf: bool = False,
+) -> np.ndarray | None:
+    """Raise `ValueError` if the concrete `x` holds NaN or ±inf; return it as numpy (or None).
+
+    `allow_posinf`/`allow_neginf` admit the infinities that mean "never" (a step's `stop`) or
+    "always" (a constant current's `start`).
+    """
+    value = _concrete(x)
+    if value is None:
+        return None
+    bad = np.isnan(value)
+    if not allow_posinf:
+        bad = bad | np.isposinf(value)
+    if not allow_neginf:
+        bad = bad | np.isneginf(value)
+    if np.any(bad):
+        allowed = {
+            (False, False): "finite",
+            (True, False): "finite or +inf",
+            (False, True): "finite or -inf",
+            (True, True): "a number (not NaN)",
+        }[allow_posinf, allow_neginf]
+        raise ValueError(
+            f"{owner}: `{name}` must be {allowed}, got {_describe_bad(value, bad)}. "
+            f"Pass {allowed} values ({units})."
+        )
+    return value
+
+
+def _check_batch_shapes(owner: str, values: dict) -> tuple[int, ...]:
+    """The common batch shape of the fields in `values`; `ValueError` if one is empty or the
+    shapes do not broadcast together (the message lists every field's shape)."""
+    shapes = {name: tuple(jnp.shape(x)) for name, x in values.items()}
+    for name, shape in shapes.items():
+        if 0 in shape:
+            raise ValueError(
+                f"{owner}: `{name}` is empty (shape {shape}); every parameter needs a value "
+                "per neuron (a scalar is shared by all neurons)."
+            )
+    try:
+        return jnp.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listing = ", ".join(f"{name} {shape}" for name, shape in shapes.items() if shape != ())
+        raise ValueError(
+            f"{owner}: the parameters' batch shapes do not broadcast together: {listing}. "
+            "Give every batched parameter the same shape (one value per neuron), or a scalar "
+            "to share one value across the batch."
+        ) from None
+
+
+def _check_temperature(owner: str, temperature) -> None:
+    """`ValueError` outside `TEMPERATURE_LIMITS`, `UserWarning` outside
+    `TEMPERATURE_RANGE` (concrete values only)."""
+    value = _concrete(temperature)
+    if value is None:
+        return
+    lo, hi = TEMPERATURE_LIMITS
+    if np.any(value < lo) or np.any(value > hi):
+        hint = " If it is in kelvin, subtract 273.15." if np.any(value > hi) else ""
+        raise ValueError(
+            f"{owner}: `temperature` must be in °C between {lo} (absolute zero) and {hi} "
+            f"(boiling water), got {_describe_range(value, lo, hi)}.{hint}"
+        )
+    lo, hi = TEMPERATURE_RANGE
+    if np.any(value < lo) or np.any(value > hi):
+        warnings.warn(
+            f"{owner}: `temperature` {_describe_range(value, lo, hi)} °C is outside "
+            f"[{lo}, {hi}] °C, where Q10 rate scaling has never been measured; the rates "
+            "are an extrapolation.",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+
+def _user_stacklevel() -> int:
+    """The `stacklevel` that points a warning at the first frame outside hhjax and equinox
+    (construction passes through equinox's and dataclasses' generated `__init__`)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        inside = (
+            filename.startswith(package)
+            or f"{os.sep}equinox{os.sep}" in filename
+            or filename.startswith("<")
+            and frame.f_code.co_name == "__init__"
+        )
+        if not inside:
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1
+
+
+def _describe_range(value: np.ndarray, lo: float, hi: float) -> str:
+    return _describe_bad(value, (value < lo) | (value > hi))
+
+
 class HHParams(AbstractModel):
     """Membrane parameters of the Hodgkin–Huxley model.
 
@@ -50,12 +192,17 @@ class HHParams(AbstractModel):
     - `g_na`, `g_k`, `g_l`: maximal Na, K and leak conductances (mS/cm²), >= 0.
     - `e_na`, `e_k`, `e_l`: reversal potentials (mV).
     - `c_m`: membrane capacitance (µF/cm²), > 0.
-    - `temperature`: °C; rates scale by $3^{(T - 6.3)/10}$.
+    - `temperature`: °C; rates scale by $3^{(T - 6.3)/10}$. Must lie in
+      `TEMPERATURE_LIMITS` (−273.15 to 100 °C: no colder than absolute zero, no hotter
+      than boiling water); outside `TEMPERATURE_RANGE` (−20 to 60 °C, beyond any
+      measured $Q_{10}$) a `UserWarning` says the rates are an extrapolation.
     - `v_ref`: the voltage (mV) the 1952 rate functions are measured from: -65 in the modern
       convention, 0 in the 1952 one.
 
-    Values that are concrete are checked on construction: a negative or non-finite conductance
-    or capacitance raises `ValueError` naming the field.
+    Values that are concrete are checked on construction: a non-finite field, a negative
+    conductance, a capacitance <= 0 or a temperature outside `TEMPERATURE_LIMITS` raises
+    `ValueError` naming the field; fields whose batch shapes do not broadcast together, or an
+    empty field, raise `ValueError` listing the shapes; a complex field raises `TypeError`.
     """
 
     g_na: Array = eqx.field(converter=jnp.asarray, default=120.0)
@@ -70,22 +217,19 @@ class HHParams(AbstractModel):
 
     def __check_init__(self):
         for name in FIELDS:
-            value = _concrete(getattr(self, name))
+            _check_real("HHParams", name, getattr(self, name))
+        _check_batch_shapes("HHParams", {name: getattr(self, name) for name in FIELDS})
+        for name in FIELDS:
+            value = _check_finite("HHParams", name, getattr(self, name), _UNITS[name])
             if value is None:
                 continue
-            if not np.issubdtype(value.dtype, np.number):
-                raise TypeError(f"HHParams.{name} must be numeric, got dtype {value.dtype}.")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(
-                    f"HHParams.{name} must be finite, got {value!r}. Pass a finite number "
-                    f"(units: {_UNITS[name]})."
-                )
             if name in _NONNEGATIVE and np.any(value < 0):
                 raise ValueError(
                     f"HHParams.{name} is a conductance and must be >= 0 mS/cm², got {value!r}."
                 )
             if name in _POSITIVE and np.any(value <= 0):
                 raise ValueError(f"HHParams.c_m must be > 0 µF/cm², got {value!r}.")
+        _check_temperature("HHParams", self.temperature)
 
     # ------------------------------------------------------------------ presets
     @classmethod

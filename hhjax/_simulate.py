@@ -396,8 +396,8 @@ def _checked_rest_state(params):
         v = np.asarray(y0.v).reshape(-1)[~finite.reshape(-1)][0]
         raise ValueError(
             f"simulate: no resting state for these parameters{where}: the rest-state solve gave "
-            f"v = {v} mV. This happens when every conductance is 0 (nothing sets a rest potential) or the "
-            "membrane has no steady state. Pass `y0` (e.g. hhjax.steady_state(p, -65.0))."
+            f"v = {v} mV. This happens when every conductance is 0 (nothing sets a rest "
+            "potential) or the membrane has no steady state. Pass `y0` (e.g. hhjax.steady_state(p, -65.0))."
         )
     return y0
 

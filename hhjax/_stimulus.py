@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._params import _concrete
+from ._params import _check_batch_shapes, _check_finite, _check_real, _concrete
 
 __all__ = [
     "AbstractStimulus",
@@ -78,9 +78,12 @@ class Step(AbstractStimulus):
 
     **Arguments:**
 
-    - `amplitude`: µA/cm².
-    - `start`: onset (ms); default 0.
-    - `stop`: offset (ms); default never (`inf`).
+    - `amplitude`: µA/cm², finite.
+    - `start`: onset (ms); default 0; `-inf` for a current that was always on.
+    - `stop`: offset (ms), after `start`; default never (`inf`).
+
+    Concrete values are checked on construction: NaN (or an infinite amplitude) raises
+    `ValueError`, a complex value `TypeError`.
     """
 
     amplitude: Array = eqx.field(converter=jnp.asarray)
@@ -88,7 +91,14 @@ class Step(AbstractStimulus):
     stop: Array = eqx.field(converter=jnp.asarray, default=jnp.inf)
 
     def __check_init__(self):
-        start, stop = _concrete(self.start), _concrete(self.stop)
+        for name in ("amplitude", "start", "stop"):
+            _check_real("Step", name, getattr(self, name))
+        _check_batch_shapes("Step", {n: getattr(self, n) for n in ("amplitude", "start", "stop")})
+        _check_finite("Step", "amplitude", self.amplitude, "µA/cm²")
+        # start = -inf is a current that was always on (`as_stimulus(constant)` builds one);
+        # stop = +inf one that never ends.
+        start = _check_finite("Step", "start", self.start, "ms", allow_neginf=True)
+        stop = _check_finite("Step", "stop", self.stop, "ms", allow_posinf=True)
         if start is not None and stop is not None and np.any(stop <= start):
             raise ValueError(f"Step: `stop` ({stop}) must be after `start` ({start}).")
 
@@ -112,7 +122,9 @@ class Pulses(AbstractStimulus):
 
     - `amplitudes`: µA/cm², shape `(pulses,)`.
     - `starts`: onsets (ms), shape `(pulses,)`.
-    - `widths`: durations (ms), shape `(pulses,)` or a scalar shared by all pulses.
+    - `widths`: durations (ms), shape `(pulses,)` or a scalar shared by all pulses; > 0.
+
+    Every value must be finite (checked on construction when concrete).
     """
 
     amplitudes: Array = eqx.field(converter=jnp.atleast_1d)
@@ -130,6 +142,9 @@ class Pulses(AbstractStimulus):
                 "Pulses: `amplitudes`, `starts` and `widths` must have one entry per pulse; got "
                 f"lengths {amplitudes.shape[-1]}, {starts.shape[-1]}, {widths.shape[-1]}."
             )
+        for name, x in (("amplitudes", amplitudes), ("starts", starts), ("widths", widths)):
+            _check_real("Pulses", name, x)
+            _check_finite("Pulses", name, x, "ms" if name != "amplitudes" else "µA/cm²")
         w = _concrete(widths)
         if w is not None and np.any(w <= 0):
             raise ValueError(f"Pulses: every width must be > 0 ms, got {w}.")
@@ -137,7 +152,25 @@ class Pulses(AbstractStimulus):
 
     @classmethod
     def train(cls, amplitude, start, width, period, count: int) -> Pulses:
-        """`count` equal pulses of `amplitude` (µA/cm²) and `width` (ms), every `period` ms."""
+        """`count` (an int >= 1) equal pulses of `amplitude` (µA/cm²) and `width` (ms), one
+        every `period` ms from `start` (ms)."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+            raise TypeError(
+                f"Pulses.train: `count` must be a whole number of pulses (an int), got {count!r}."
+            )
+        if count < 1:
+            raise ValueError(
+                f"Pulses.train: `count` must be >= 1, got {count}; for no current pass "
+                "`stimulus=None`."
+            )
+        for name, x, units in (
+            ("amplitude", amplitude, "µA/cm²"),
+            ("start", start, "ms"),
+            ("width", width, "ms"),
+            ("period", period, "ms"),
+        ):
+            _check_real("Pulses.train", name, jnp.asarray(x))
+            _check_finite("Pulses.train", name, x, units)
         if period <= width:
             raise ValueError(f"Pulses.train: `period` ({period}) must exceed `width` ({width}).")
         starts = start + period * np.arange(count)
@@ -159,8 +192,8 @@ class Sampled(AbstractStimulus):
 
     **Arguments:**
 
-    - `ts`: sample times (ms), strictly increasing, shape `(samples,)`.
-    - `values`: current (µA/cm²) at those times, shape `(samples,)`.
+    - `ts`: sample times (ms), finite and strictly increasing, shape `(samples,)`.
+    - `values`: current (µA/cm²) at those times, finite, shape `(samples,)`.
     - `hold`: `False` (default) interpolates linearly; `True` holds each sample until the next
       (zero-order hold, what a digitised command step is).
     - `jumps`: discontinuity times (ms). Default: for `hold=True`, the times where the value
@@ -184,7 +217,10 @@ class Sampled(AbstractStimulus):
             )
         if ts.shape[0] < 2:
             raise ValueError("Sampled: need at least two samples.")
-        ts_np = _concrete(ts)
+        _check_real("Sampled", "ts", ts)
+        _check_real("Sampled", "values", values)
+        _check_finite("Sampled", "values", values, "µA/cm²")
+        ts_np = _check_finite("Sampled", "ts", ts, "ms")
         if ts_np is not None and not np.all(np.diff(ts_np) > 0):
             raise ValueError("Sampled: `ts` must be strictly increasing.")
         if jumps is None:
@@ -195,6 +231,9 @@ class Sampled(AbstractStimulus):
                 jumps = ts_np[changed + 1]
             else:
                 jumps = np.zeros((0,))
+        else:
+            _check_real("Sampled", "jumps", jnp.asarray(jumps))
+            _check_finite("Sampled", "jumps", jumps, "ms")
         self.ts, self.values, self.hold = ts, values, hold
         self.jumps = jnp.asarray(jumps, dtype=ts.dtype)
 
@@ -230,7 +269,8 @@ class OUNoise(AbstractStimulus):
 
     **Arguments:**
 
-    - `mean`: µA/cm². `sigma`: standard deviation (µA/cm²). `tau`: correlation time (ms).
+    - `mean`: µA/cm². `sigma`: standard deviation (µA/cm²), >= 0. `tau`: correlation time
+      (ms), > 0. All finite (checked on construction when concrete).
     - `t0`, `t1`: the span (ms) the path covers. `dt`: its grid spacing (ms), default 0.1.
     - `key`: a `jax.random` key.
     """
@@ -242,10 +282,27 @@ class OUNoise(AbstractStimulus):
     z: Array
 
     def __init__(self, mean, sigma, tau, t0, t1, *, key: PRNGKeyArray, dt: float = 0.1):
+        for name, x, units in (
+            ("mean", mean, "µA/cm²"),
+            ("sigma", sigma, "µA/cm²"),
+            ("tau", tau, "ms"),
+            ("t0", t0, "ms"),
+            ("t1", t1, "ms"),
+            ("dt", dt, "ms"),
+        ):
+            _check_real("OUNoise", name, jnp.asarray(x))
+            _check_finite("OUNoise", name, x, units)
         if not t1 > t0:
             raise ValueError(f"OUNoise: `t1` ({t1}) must be after `t0` ({t0}).")
-        if not tau > 0 or not dt > 0:
-            raise ValueError(f"OUNoise: `tau` and `dt` must be > 0 ms, got {tau}, {dt}.")
+        if not dt > 0:
+            raise ValueError(f"OUNoise: `dt` must be > 0 ms, got {dt}.")
+        tau_np, sigma_np = _concrete(tau), _concrete(sigma)
+        if tau_np is not None and np.any(tau_np <= 0):
+            raise ValueError(f"OUNoise: `tau` must be > 0 ms, got {tau_np}.")
+        if sigma_np is not None and np.any(sigma_np < 0):
+            raise ValueError(
+                f"OUNoise: `sigma` must be >= 0 µA/cm² (a standard deviation), got {sigma_np}."
+            )
         n = int(np.ceil((t1 - t0) / dt)) + 1
         self.mean, self.sigma, self.tau = (jnp.asarray(x) for x in (mean, sigma, tau))
         self.grid = t0 + dt * jnp.arange(n, dtype=self.mean.dtype)
@@ -276,6 +333,16 @@ class SumStimulus(AbstractStimulus):
 
     terms: tuple[AbstractStimulus, ...]
 
+    def __check_init__(self):
+        if not self.terms:
+            raise ValueError("SumStimulus: `terms` is empty; pass `stimulus=None` for no current.")
+        for term in self.terms:
+            if not isinstance(term, AbstractStimulus):
+                raise TypeError(
+                    "SumStimulus: every term must be a stimulus (Step, Pulses, Sampled, OUNoise), "
+                    f"got {type(term).__name__}; a constant current is Step(value, start=-inf)."
+                )
+
     def __call__(self, t):
         return sum(term(t) for term in self.terms)
 
@@ -294,6 +361,11 @@ def as_stimulus(stimulus) -> AbstractStimulus | None:
     if isinstance(stimulus, (int, float)) or (
         hasattr(stimulus, "shape") and np.ndim(stimulus) == 0
     ):
+        value = _concrete(stimulus)
+        if value is not None and not np.isfinite(value):
+            raise ValueError(
+                f"`stimulus`, a constant current, must be a finite number of µA/cm², got {value}."
+            )
         return Step(stimulus, start=-jnp.inf)
     raise TypeError(
         f"`stimulus` must be an hhjax stimulus (Step, Pulses, Sampled, OUNoise, a sum of these), "

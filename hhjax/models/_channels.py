@@ -26,9 +26,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
-from .._kinetics import xexpm1
+from .._kinetics import exp_safe, xexpm1
 
 __all__ = [
     "AbstractChannel",
@@ -55,10 +56,10 @@ def traub_rates(v, v_t):
     u = v - v_t
     alpha_m = _linoid(0.32, u - 13.0, 4.0)
     beta_m = _linoid(0.28, -(u - 40.0), 5.0)
-    alpha_h = 0.128 * jnp.exp(-(u - 17.0) / 18.0)
+    alpha_h = 0.128 * exp_safe(-(u - 17.0) / 18.0)
     beta_h = 4.0 * jnp.exp(-jnp.logaddexp(0.0, -(u - 40.0) / 5.0))  # 4/(1+e^{-(u-40)/5})
     alpha_n = _linoid(0.032, u - 15.0, 5.0)
-    beta_n = 0.5 * jnp.exp(-(u - 10.0) / 40.0)
+    beta_n = 0.5 * exp_safe(-(u - 10.0) / 40.0)
     return dict(m=(alpha_m, beta_m), h=(alpha_h, beta_h), n=(alpha_n, beta_n))
 
 
@@ -68,7 +69,8 @@ def _from_rates(alpha, beta):
 
 
 def _sigmoid(x):
-    return 1.0 / (1.0 + jnp.exp(-x))
+    # 1/(1 + e^{-x}) overflows for x < -88 (float32); jax.nn.sigmoid never does.
+    return jax.nn.sigmoid(x)
 
 
 class AbstractChannel(eqx.Module):
@@ -131,7 +133,7 @@ class MSlow(AbstractChannel):
 
     def inf_tau(self, model, v):
         x = v + 35.0
-        tau = model.tau_max / (3.3 * jnp.exp(x / 20.0) + jnp.exp(-x / 20.0))
+        tau = model.tau_max / (3.3 * exp_safe(x / 20.0) + exp_safe(-x / 20.0))
         return dict(p=(_sigmoid(x / 10.0), tau))
 
     def conductance(self, model, v, state):
@@ -146,8 +148,8 @@ class CaL(AbstractChannel):
 
     def inf_tau(self, model, v):
         alpha_q = _linoid(0.055, v + 27.0, 3.8)  # 0.055(-27-v)/(e^{(-27-v)/3.8}-1)
-        beta_q = 0.94 * jnp.exp((-75.0 - v) / 17.0)
-        alpha_r = 0.000457 * jnp.exp((-13.0 - v) / 50.0)
+        beta_q = 0.94 * exp_safe((-75.0 - v) / 17.0)
+        alpha_r = 0.000457 * exp_safe((-13.0 - v) / 50.0)
         beta_r = 0.0065 * _sigmoid(-(-15.0 - v) / 28.0)
         return dict(q=_from_rates(alpha_q, beta_q), r=_from_rates(alpha_r, beta_r))
 
@@ -169,7 +171,7 @@ class CaT(AbstractChannel):
     def inf_tau(self, model, v):
         w = v + model.v_x
         u_inf = _sigmoid(-(w + 81.0) / 4.0)
-        tau = (30.8 + (211.4 + jnp.exp((w + 113.2) / 5.0)) * _sigmoid(-(w + 84.0) / 3.2)) / 3.7
+        tau = (30.8 + (211.4 + exp_safe((w + 113.2) / 5.0)) * _sigmoid(-(w + 84.0) / 3.2)) / 3.7
         return dict(u=(u_inf, tau))
 
     def conductance(self, model, v, state):
@@ -190,7 +192,7 @@ class HCurrent(AbstractChannel):
 
     def inf_tau(self, model, v):
         w_inf = _sigmoid(-(v + 75.0) / 5.5)
-        tau = 1.0 / (jnp.exp(-14.59 - 0.086 * v) + jnp.exp(-1.87 + 0.0701 * v))
+        tau = 1.0 / (exp_safe(-14.59 - 0.086 * v) + exp_safe(-1.87 + 0.0701 * v))
         return dict(w=(w_inf, tau))
 
     def conductance(self, model, v, state):

@@ -27,7 +27,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .._model import AbstractModel
-from .._params import _concrete
+from .._params import _check_batch_shapes, _check_finite, _check_real
 from ._channels import AbstractChannel, CaL, CaT, HCurrent, KdTraub, MSlow, NaTraub
 
 __all__ = ["CorticalState", "Pospischil", "GATES", "pa_to_density", "density_to_pa"]
@@ -104,6 +104,11 @@ class Pospischil(AbstractModel):
     - `c_m`: specific capacitance (µF/cm²); `area`: membrane area (cm²), used only to convert
       currents in pA (see [`pa_to_density`][]); the dynamics are per unit area.
     - `channels` (static): the tuple of [`AbstractChannel`][]s besides the leak.
+
+    Concrete values are checked on construction as for [`hhjax.HHParams`][]: a non-finite
+    field, a negative conductance or a non-positive `c_m`, `area` or `tau_max` raises
+    `ValueError` naming the field; fields whose batch shapes do not broadcast together, or an
+    empty field, raise `ValueError` listing the shapes; a complex field raises `TypeError`.
     """
 
     g_na: Array = _field(56.0)
@@ -124,21 +129,27 @@ class Pospischil(AbstractModel):
     c_m: Array = _field(1.0)
     area: Array = _field(np.pi * 61.4e-4 * 61.4e-4)
     channels: tuple[AbstractChannel, ...] = eqx.field(
-        static=True, default=(NaTraub(), KdTraub(), MSlow())
+        static=True, converter=tuple, default=(NaTraub(), KdTraub(), MSlow())
     )
 
     def __check_init__(self):
+        for channel in self.channels:
+            if not isinstance(channel, AbstractChannel):
+                hint = " (a class: add `()`)" if isinstance(channel, type) else ""
+                raise TypeError(
+                    "Pospischil: every entry of `channels` must be a channel instance such as "
+                    f"NaTraub(), got {channel!r}{hint}."
+                )
         owned = [g for c in self.channels for g in c.gates]
         if len(owned) != len(set(owned)):
             raise ValueError(f"Pospischil: two channels own the same gate: {owned}.")
         for name in self.field_names:
-            value = _concrete(getattr(self, name))
+            _check_real("Pospischil", name, getattr(self, name))
+        _check_batch_shapes("Pospischil", {n: getattr(self, n) for n in self.field_names})
+        for name in self.field_names:
+            value = _check_finite("Pospischil", name, getattr(self, name), _UNITS[name])
             if value is None:
                 continue
-            if not np.all(np.isfinite(value)):
-                raise ValueError(
-                    f"Pospischil.{name} must be finite, got {value!r} (units: {_UNITS[name]})."
-                )
             if name in _NONNEGATIVE and np.any(value < 0):
                 raise ValueError(f"Pospischil.{name} must be >= 0 mS/cm², got {value!r}.")
             if name in _POSITIVE and np.any(value <= 0):
