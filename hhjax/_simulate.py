@@ -397,7 +397,8 @@ def _checked_rest_state(params):
         raise ValueError(
             f"simulate: no resting state for these parameters{where}: the rest-state solve gave "
             f"v = {v} mV. This happens when every conductance is 0 (nothing sets a rest "
-            "potential) or the membrane has no steady state. Pass `y0` (e.g. hhjax.steady_state(p, -65.0))."
+            "potential) or the membrane has no steady state. Pass `y0` (e.g. "
+            "hhjax.steady_state(p, -65.0))."
         )
     return y0
 

@@ -687,7 +687,7 @@ def _add_simulate(sub) -> None:
             "examples:\n"
             "  hhjax simulate --preset squid_1952 --param e_l=10.6 --step 10 100 150 --t1 250\n"
             "  hhjax simulate --pulses 150 0 1 --pulses 50 10 1 --t1 50 --format npz\n"
-            "  hhjax simulate --step 0 20 520 --t1 520 --batch 0 30 61"
+            "  hhjax simulate --step 0 20 520 --t1 520 --batch 0 30 61 --discard 100"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -768,7 +768,8 @@ def _add_simulate(sub) -> None:
         "--discard",
         type=nonnegative_float,
         default=0.0,
-        help="with --batch: ms after step onset excluded from the rate (default 0)",
+        help="with --batch: ms after step onset excluded from the rate (default 0; pass e.g. "
+        "100 so that the onset spike of a cell that does not keep firing is not counted)",
     )
     p.add_argument("--format", choices=("csv", "npz"), default="csv", help="trace file format")
     p.add_argument("--out", default="hhjax-sim", help="output folder (default: hhjax-sim/)")
