@@ -267,6 +267,22 @@ def _crossing_fraction(v0, v1, v_inf, threshold):
     return jnp.clip(jnp.where(den != 0.0, num / den, 1.0), 0.0, 1.0)
 
 
+def _threshold(owner: str, params, threshold) -> float:
+    """`threshold` (mV) as a float, by default the model's own `spike_threshold`."""
+    if threshold is None:
+        values = np.unique(np.asarray(params.spike_threshold))
+        if values.size != 1:
+            raise ValueError(
+                f"{owner}: the neurons have different default spike thresholds "
+                f"({values.min()}..{values.max()} mV, from different `v_ref`); pass `threshold`."
+            )
+        threshold = values[0]
+    threshold = float(threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"{owner}: `threshold` must be a finite voltage (mV), got {threshold}.")
+    return threshold
+
+
 # ---------------------------------------------------------------------------- batch features
 class BatchFeatures(eqx.Module):
     """Per-neuron features from [`simulate_batch`][]; arrays with a leading `(*batch)` shape.
@@ -534,7 +550,7 @@ def simulate_batch(
     t0: float = 0.0,
     dt: float = 0.025,
     y0: HHState | Sequence[ArrayLike] | None = None,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     max_spikes: int = 64,
     record: Sequence[str] = (),
     record_dt: float | None = None,
@@ -562,7 +578,8 @@ def simulate_batch(
     - `t1`, `t0`: end and start (ms); `t1 - t0` must be a whole number of steps `dt`.
     - `dt`: the fixed step (ms).
     - `y0`: initial [`HHState`][] (broadcast to the batch); default [`hhjax.rest_state`][].
-    - `threshold`: spike detection level (mV), upward crossings.
+    - `threshold`: spike detection level (mV), upward crossings; default the model's own,
+      `params.spike_threshold` (for HH 65 mV above `v_ref`: 0 mV in the modern convention).
     - `max_spikes`: size of the spike-time buffer per neuron (later spikes are counted only).
     - `record`: names among `"v"`, `"m"`, `"h"`, `"n"` to record coarsely, every `record_dt`.
     - `record_dt`: spacing (ms) of the record, a multiple of `dt`; it is also the block length
@@ -661,7 +678,8 @@ def simulate_batch(
     if n_dev > 1:
         chunk_size = -(-chunk_size // n_dev) * n_dev
     n_chunks = -(-size // chunk_size)
-    config = (t0, dt, n_blocks, block, tail, float(threshold), max_spikes, record, unroll)
+    threshold = _threshold("simulate_batch", params, threshold)
+    config = (t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll)
 
     if workers is None:
         workers = _available_cores() if devices[0].platform == "cpu" and n_dev == 1 else 1
@@ -863,7 +881,7 @@ def spike_times_adaptive(
     *,
     t0: float = 0.0,
     y0: HHState | Sequence[ArrayLike] | None = None,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     solver: diffrax.AbstractAdaptiveSolver | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
@@ -888,7 +906,7 @@ def spike_times_adaptive(
     - `stimulus`: a stimulus, a constant (µA/cm²), or `None`.
     - `t1`, `t0`: end and start (ms).
     - `y0`: initial [`HHState`][]; default [`hhjax.rest_state`][].
-    - `threshold`: detection level (mV), upward crossings.
+    - `threshold`: detection level (mV), upward crossings; default `params.spike_threshold`.
     - `solver`: an adaptive Diffrax solver; default `diffrax.Tsit5()`.
     - `rtol`, `atol`: tolerances of the PID controller.
     - `max_spikes`: size of the returned buffer.
@@ -917,6 +935,8 @@ def spike_times_adaptive(
         raise TypeError(f"`solver` must be an adaptive Diffrax solver, got {solver!r}.")
     if max_steps is None:
         max_steps = max(10_000, int(50 * (t1 - t0)))
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
     if stimulus is not None and not isinstance(stimulus, AbstractStimulus):
         stimulus = Step(jnp.asarray(stimulus), start=-jnp.inf)
     stimulus = as_stimulus(stimulus)
@@ -927,7 +947,8 @@ def spike_times_adaptive(
     jumps = _jump_times(stimulus, t0, t1)
     if y0 is not None:
         y0 = _as_state(y0, params)  # finite, gates in [0, 1]
-    config = (t0, t1, solver, float(rtol), float(atol), float(threshold), max_spikes, max_steps)
+    threshold = _threshold("spike_times_adaptive", params, threshold)
+    config = (t0, t1, solver, float(rtol), float(atol), threshold, max_spikes, max_steps)
     return _adaptive_spikes(params, stimulus, y0, jumps, config)
 
 

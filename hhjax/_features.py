@@ -263,11 +263,13 @@ def _check_window(ts, t_start, t_stop) -> None:
 
 
 class FICurve(eqx.Module):
-    """An f–I curve: `rates` (Hz) and spike `counts` for each step `amplitudes` (µA/cm²)."""
+    """An f–I curve: `rates` (Hz) and spike `counts` for each step `amplitudes` (µA/cm²);
+    `ok` is `False` where the solve failed (its rate is then NaN)."""
 
     amplitudes: Array
     rates: Array
     counts: Array
+    ok: Array | None = None
 
 
 def fi_curve(
@@ -277,7 +279,7 @@ def fi_curve(
     duration: float = 1000.0,
     delay: float = 0.0,
     discard: float = 0.0,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     dt_save: float = 0.05,
     **simulate_kwargs,
 ) -> FICurve:
@@ -289,12 +291,16 @@ def fi_curve(
     - `amplitudes`: step currents (µA/cm²), shape `(currents,)`.
     - `duration`: step length (ms). `delay`: rest before the step (ms).
     - `discard`: initial transient excluded from the rate (ms after onset); default 0.
-    - `threshold`: spike threshold (mV). `dt_save`: save grid used for counting (ms).
+    - `threshold`: spike threshold (mV); default the model's own, `params.spike_threshold`
+      (for HH 65 mV above `v_ref`: 0 mV in the modern convention, 65 mV in the 1952 one).
+    - `dt_save`: save grid used for counting (ms).
     - `**simulate_kwargs`: passed to [`hhjax.simulate`][] (e.g. `solver`, `dt0`, `rtol`).
 
     **Returns:**
 
-    An [`FICurve`][]. Rates count spikes in `[delay + discard, delay + duration]`.
+    An [`FICurve`][]. Rates count spikes in `[delay + discard, delay + duration]`. A solve
+    that fails (see [`hhjax.simulate`][]) raises [`hhjax.SimulationError`][] naming the
+    amplitudes; under `jit`/`vmap` its rate is NaN and `ok` False instead.
 
     Inputs are checked before any solve: `amplitudes` non-empty, real and finite; `duration`,
     `dt_save` > 0; `delay`, `discard` >= 0 with `discard < duration`; `threshold` finite.
@@ -315,7 +321,7 @@ def fi_curve(
         ("delay", delay, "ms"),
         ("discard", discard, "ms"),
         ("dt_save", dt_save, "ms"),
-        ("threshold", threshold, "mV"),
+        ("threshold", 0.0 if threshold is None else threshold, "mV"),
     ):
         _check_real("fi_curve", name, jnp.asarray(x))
         _check_finite("fi_curve", name, x, units)
@@ -335,17 +341,30 @@ def fi_curve(
     if params.batch_shape:
         raise ValueError("fi_curve takes a single neuron's HHParams; vmap over fi_curve for more.")
     t1 = delay + duration
-    counts = _fi_counts(
+    if threshold is None:
+        threshold = params.spike_threshold
+    counts, ok = _fi_counts(
         params,
         amplitudes,
         float(delay),
         float(t1),
         float(delay + discard),
-        float(threshold),
+        jnp.asarray(threshold, amplitudes.dtype),
         float(dt_save),
         simulate_kwargs,
     )
-    return FICurve(amplitudes, 1000.0 * counts / (t1 - delay - discard), counts)
+    ok_np = _concrete(ok)
+    if ok_np is not None and not np.all(ok_np):
+        from ._simulate import SimulationError
+
+        raise SimulationError(
+            f"fi_curve: the solve failed at {np.sum(~ok_np)} of {ok_np.size} amplitude(s) "
+            f"(first: {float(amplitudes[np.argmin(ok_np)])} µA/cm²); see hhjax.simulate with "
+            "that step for the reason. Fixes: a smaller `dt0` for fixed-step solvers, a larger "
+            "`max_steps`, or check the parameters."
+        )
+    rates = jnp.where(ok, 1000.0 * counts / (t1 - delay - discard), jnp.nan)
+    return FICurve(amplitudes, rates, counts, ok)
 
 
 @eqx.filter_jit
@@ -353,10 +372,12 @@ def _fi_counts(params, amplitudes, delay, t1, t_start, threshold, dt_save, simul
     from ._simulate import simulate
     from ._stimulus import Step
 
+    simulate_kwargs = {"throw": False, **simulate_kwargs}  # failures come back as `ok`
+
     def counts_for(amplitude):
         stim = Step(amplitude, start=delay, stop=jnp.inf)
         traj = simulate(params, stim, t1, dt_save=dt_save, **simulate_kwargs)
         inside = traj.ts[1:] >= t_start
-        return jnp.sum(_crossings(traj.v, threshold) & inside)
+        return jnp.sum(_crossings(traj.v, threshold) & inside), traj.ok
 
     return jax.vmap(counts_for)(amplitudes)

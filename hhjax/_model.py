@@ -45,6 +45,15 @@ class AbstractModel(eqx.Module):
     def steady_state(self, v):
         """The state at voltage `v` (mV) with gates at steady state."""
 
+    @property
+    def spike_threshold(self):
+        """The voltage (mV) whose upward crossing hhjax counts as a spike for this model, the
+        default `threshold` of [`hhjax.fi_curve`][], [`hhjax.simulate_batch`][] and
+        [`hhjax.spike_times_adaptive`][]: 0 mV, the overshoot criterion, for models whose rest
+        lies near -60 to -75 mV. Models with another voltage convention override it (HH:
+        65 mV above its reference potential, so 65 mV in the 1952 rest-at-0 convention)."""
+        return jnp.zeros(self.batch_shape, jnp.result_type(self.dtype, float))
+
     # ---------------------------------------------------------------- shared helpers
     @property
     def field_names(self) -> tuple[str, ...]:

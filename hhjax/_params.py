@@ -256,6 +256,16 @@ class HHParams(AbstractModel):
         return cls(**values)
 
     # ------------------------------------------------------------------ model interface
+    @property
+    def spike_threshold(self):
+        """The default spike threshold (mV): 65 mV above `v_ref`, the rest of the 1952 axon.
+
+        0 mV in the modern convention (NEURON's usual APCount level) and 65 mV in the 1952
+        one, where rest is 0 mV and a subthreshold response can pass 0 mV by tens of mV
+        (a 0-mV level counted such bumps of `squid_1952` as spikes: 10 Hz at 2 µA/cm²).
+        """
+        return jnp.broadcast_to(self.v_ref + 65.0, self.batch_shape)
+
     def vector_field(self, t, y, stimulus):
         """The HH right-hand side (see [`hhjax.vector_field`][])."""
         from ._vector_field import vector_field

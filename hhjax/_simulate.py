@@ -325,6 +325,27 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     stimulus = _cast_floats(stimulus, dtype)
     save_ts = jnp.asarray(save_ts, dtype)
 
+    # Reverse mode differentiates through every trial step, rejected ones included. Those get
+    # an exactly-zero cotangent (diffrax keeps the old state with a `where`), but a rejected
+    # step can be wild enough (e.g. the first step after a stimulus edge, sized for the
+    # dynamics before it) that a stage overflows: the field's Jacobian there holds inf/NaN and
+    # its transpose turns the zero cotangent into 0 * inf = NaN, poisoning the whole gradient.
+    # Where the field's value is not finite (such a stage is always rejected) its derivative
+    # is taken as 0, masked on both sides of the linear map, so that neither the forward
+    # tangent nor the transposed cotangent ever multiplies by the inf. Elsewhere: unchanged.
+    @jax.custom_jvp
+    def field(t, y, args):
+        return _model_field(t, y, args)
+
+    @field.defjvp
+    def _field_jvp(primals, tangents):
+        out, linear = jax.linearize(_model_field, *primals)
+        leaves = jax.tree_util.tree_leaves(out)
+        ok = functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in leaves])
+        mask = lambda x: x if x.dtype == jax.dtypes.float0 else jnp.where(ok, x, 0)
+        tangent = linear(*jax.tree_util.tree_map(mask, tangents))
+        return out, jax.tree_util.tree_map(mask, tangent)
+
     def one(p, y):
         if y is None:
             y = p.rest_state()
@@ -336,7 +357,7 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
             controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))
             dt = None
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_model_field),
+            diffrax.ODETerm(field),
             solver,
             t0=jnp.asarray(t0, dtype),
             t1=jnp.asarray(t1, dtype),

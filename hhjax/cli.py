@@ -574,7 +574,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     solver = _solver(args)
     threshold = args.threshold
     if threshold is None:
-        threshold = float(params.v_ref) + 65.0  # 0 mV in the modern convention
+        threshold = float(params.spike_threshold)  # the model's own: v_ref + 65 for HH
     kwargs = dict(solver=solver, dt0=args.dt)
 
     if args.batch is not None:
@@ -754,7 +754,8 @@ def _add_simulate(sub) -> None:
         "--threshold",
         type=finite_float,
         default=None,
-        help="spike threshold (mV); default 0 mV modern = v_ref + 65",
+        help="spike threshold (mV); default the model's own: v_ref + 65 (0 mV modern, "
+        "65 mV in the 1952 convention)",
     )
     p.add_argument(
         "--batch",

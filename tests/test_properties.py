@@ -186,3 +186,30 @@ def test_non_finite_inputs_are_named_before_solving(where, bad, field):
     expected = {"param": field, "amplitude": "amplitude", "start": "start", "y0_v": "y0",
                 "y0_gate": "y0", "pulse_width": "width"}[where]
     assert expected in message, message
+
+
+# --------------------------------------------------------------------------- the vector field
+@jax.jit
+def _field_and_jacobian(params, y):
+    field = lambda y, p: p.vector_field(0.0, y, None)
+    return field(y, params), jax.jacrev(field, argnums=(0, 1))(y, params)
+
+
+@settings(max_examples=300, **_SETTINGS)
+@given(
+    st.sampled_from([jnp.float64, jnp.float32]),
+    st.floats(-1e5, 1e5),
+    st.lists(st.floats(-10.0, 10.0), min_size=3, max_size=3),
+    st.floats(0.0, 1000.0),
+    st.floats(0.0, 45.0),
+    st.sampled_from([-65.0, 0.0]),
+)
+def test_vector_field_is_total(dtype, v, gates, g_na, temperature, v_ref):
+    """At any finite state, however wild (the trial stages of rejected steps), the vector field
+    and its Jacobian are finite: nothing a rejected step computes can poison a gradient."""
+    params = hhjax.HHParams(g_na=g_na, temperature=temperature, v_ref=v_ref,
+                            e_na=v_ref + 115.0, e_k=v_ref - 12.0, e_l=v_ref + 10.6).astype(dtype)
+    y = hhjax.HHState(*(jnp.asarray(x, dtype) for x in (v, *gates)))
+    value, jacobian = _field_and_jacobian(params, y)
+    assert _finite_tree(value), (v, gates)
+    assert _finite_tree(jacobian), (v, gates)
