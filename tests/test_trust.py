@@ -72,6 +72,25 @@ def test_voltage_loss_gradient_matches_finite_differences():
     assert abs(g - fd) <= 1e-4 * abs(fd), (g, fd)
 
 
+def test_gradient_finite_after_a_strong_edge():
+    """Found by the property suite: the first step after a -111 µA/cm² edge is sized for the
+    dynamics before it; its rejected stages reach 1e144 mV, where m³·h·(v - E) overflows, and
+    the backward pass gave NaN for every field. Checked against central differences."""
+    p = hhjax.HHParams(g_na=0.5, g_k=0.0, g_l=15.100157, e_na=60.0, e_k=-35.443863,
+                       e_l=-17.944244, temperature=1.0, v_ref=0.0)
+    stim = hhjax.Pulses([-111.48575271], [2.99904071], 0.54604915)
+    y0 = hhjax.HHState(*(jnp.asarray(x) for x in (0.5460492, 0.05644092, 0.57690436, 0.32607698)))
+
+    def loss(g_l):
+        traj = hhjax.simulate(p.replace(g_l=g_l), stim, 4.0, y0=y0, dt_save=0.05)
+        return jnp.mean((traj.v / 100.0) ** 2) + jnp.mean(traj.m + traj.h + traj.n)
+
+    g = float(jax.grad(loss)(jnp.asarray(15.100157)))
+    h = 1e-3
+    fd = (float(loss(15.100157 + h)) - float(loss(15.100157 - h))) / (2 * h)
+    assert np.isfinite(g) and abs(g - fd) <= 1e-4 * abs(fd), (g, fd)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_rates_and_their_gradients_are_finite_at_any_voltage(dtype):
     """The vector field is total: wild trial states inside rejected steps cannot overflow."""
