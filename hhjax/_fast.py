@@ -47,6 +47,8 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike
 
+from ._checks import check_count
+from ._model import _spike_threshold
 from ._params import HHParams
 from ._simulate import (
     _adaptive_controller,
@@ -267,22 +269,6 @@ def _crossing_fraction(v0, v1, v_inf, threshold):
     return jnp.clip(jnp.where(den != 0.0, num / den, 1.0), 0.0, 1.0)
 
 
-def _threshold(owner: str, params, threshold) -> float:
-    """`threshold` (mV) as a float, by default the model's own `spike_threshold`."""
-    if threshold is None:
-        values = np.unique(np.asarray(params.spike_threshold))
-        if values.size != 1:
-            raise ValueError(
-                f"{owner}: the neurons have different default spike thresholds "
-                f"({values.min()}..{values.max()} mV, from different `v_ref`); pass `threshold`."
-            )
-        threshold = values[0]
-    threshold = float(threshold)
-    if not math.isfinite(threshold):
-        raise ValueError(f"{owner}: `threshold` must be a finite voltage (mV), got {threshold}.")
-    return threshold
-
-
 # ---------------------------------------------------------------------------- batch features
 class BatchFeatures(eqx.Module):
     """Per-neuron features from [`simulate_batch`][]; arrays with a leading `(*batch)` shape.
@@ -305,7 +291,7 @@ class BatchFeatures(eqx.Module):
       `(*batch, samples)`, or `None`.
     - `ok`: per neuron, `True` where the state stayed finite to `t1` (bool). A neuron that is
       not `ok` has `rate` NaN and its counts and times are not to be used; `simulate_batch`
-      warns when there is one.
+      warns when there is one. Always set by `simulate_batch` (`None` only by hand).
     """
 
     spike_count: Array
@@ -622,8 +608,7 @@ def simulate_batch(
         raise ValueError(f"`record_dt` ({record_dt} ms) must be a multiple of `dt` ({dt} ms).")
     block = min(block, n_steps)
     n_blocks, tail = divmod(n_steps, block)
-    if not (isinstance(max_spikes, int) and max_spikes >= 1):
-        raise ValueError(f"`max_spikes` must be a positive int, got {max_spikes!r}.")
+    max_spikes = check_count("max_spikes", max_spikes)
     if not (isinstance(unroll, int) and unroll >= 1):
         raise ValueError(f"`unroll` must be a positive int, got {unroll!r}.")
 
@@ -678,7 +663,7 @@ def simulate_batch(
     if n_dev > 1:
         chunk_size = -(-chunk_size // n_dev) * n_dev
     n_chunks = -(-size // chunk_size)
-    threshold = _threshold("simulate_batch", params, threshold)
+    threshold = float(_spike_threshold("simulate_batch", params, threshold))
     config = (t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll)
 
     if workers is None:
@@ -927,16 +912,14 @@ def spike_times_adaptive(
         raise ValueError(f"`t1` ({t1} ms) must be finite and greater than `t0` ({t0} ms).")
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"`rtol` and `atol` must be > 0, got {rtol}, {atol}.")
-    if not (isinstance(max_spikes, int) and max_spikes >= 1):
-        raise ValueError(f"`max_spikes` must be a positive int, got {max_spikes!r}.")
+    max_spikes = check_count("max_spikes", max_spikes)
     if solver is None:
         solver = diffrax.Tsit5()
     if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
         raise TypeError(f"`solver` must be an adaptive Diffrax solver, got {solver!r}.")
     if max_steps is None:
         max_steps = max(10_000, int(50 * (t1 - t0)))
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+    max_steps = check_count("max_steps", max_steps)
     if stimulus is not None and not isinstance(stimulus, AbstractStimulus):
         stimulus = Step(jnp.asarray(stimulus), start=-jnp.inf)
     stimulus = as_stimulus(stimulus)
@@ -947,7 +930,7 @@ def spike_times_adaptive(
     jumps = _jump_times(stimulus, t0, t1)
     if y0 is not None:
         y0 = _as_state(y0, params)  # finite, gates in [0, 1]
-    threshold = _threshold("spike_times_adaptive", params, threshold)
+    threshold = _spike_threshold("spike_times_adaptive", params, threshold)  # may be traced
     config = (t0, t1, solver, float(rtol), float(atol), threshold, max_spikes, max_steps)
     return _adaptive_spikes(params, stimulus, y0, jumps, config)
 

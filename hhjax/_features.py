@@ -11,7 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._params import HHParams, _check_finite, _check_real, _concrete, _describe_bad
+from ._model import _spike_threshold
+from ._params import (
+    HHParams,
+    _check_finite,
+    _check_numbers,
+    _check_real,
+    _concrete,
+    _describe_bad,
+)
 
 __all__ = ["spike_times", "spike_count", "firing_rate", "FICurve", "fi_curve"]
 
@@ -264,7 +272,8 @@ def _check_window(ts, t_start, t_stop) -> None:
 
 class FICurve(eqx.Module):
     """An f–I curve: `rates` (Hz) and spike `counts` for each step `amplitudes` (µA/cm²);
-    `ok` is `False` where the solve failed (its rate is then NaN)."""
+    `ok` is `False` where the solve failed (its rate is then NaN); `None` only for curves built
+    by hand without it."""
 
     amplitudes: Array
     rates: Array
@@ -316,15 +325,14 @@ def fi_curve(
             "jnp.linspace(0.0, 20.0, 11)."
         )
     _check_finite("fi_curve", "amplitudes", amplitudes, "µA/cm²")
-    for name, x, units in (
+    _check_numbers(
+        "fi_curve",
         ("duration", duration, "ms"),
         ("delay", delay, "ms"),
         ("discard", discard, "ms"),
         ("dt_save", dt_save, "ms"),
         ("threshold", 0.0 if threshold is None else threshold, "mV"),
-    ):
-        _check_real("fi_curve", name, jnp.asarray(x))
-        _check_finite("fi_curve", name, x, units)
+    )
     if not duration > 0 or not dt_save > 0:
         raise ValueError(
             f"fi_curve: `duration` and `dt_save` must be > 0 ms, got {duration} and {dt_save}."
@@ -341,8 +349,7 @@ def fi_curve(
     if params.batch_shape:
         raise ValueError("fi_curve takes a single neuron's HHParams; vmap over fi_curve for more.")
     t1 = delay + duration
-    if threshold is None:
-        threshold = params.spike_threshold
+    threshold = _spike_threshold("fi_curve", params, threshold)
     counts, ok = _fi_counts(
         params,
         amplitudes,

@@ -17,6 +17,9 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from ._checks import _concrete
 
 __all__ = ["AbstractModel"]
 
@@ -106,3 +109,23 @@ class AbstractModel(eqx.Module):
     def __getitem__(self, index):
         """Select neurons from a batch: `params[3]`, `params[:10]`."""
         return jax.tree_util.tree_map(lambda x: x[index], self.broadcast())
+
+
+def _spike_threshold(owner: str, params: AbstractModel, threshold):
+    """`threshold` (mV), by default `params.spike_threshold`: a float when concrete (one value
+    for the whole batch, else an error asking for `threshold`), the traced value under
+    `jit`/`vmap`/`grad`."""
+    if threshold is None:
+        threshold = params.spike_threshold
+    value = _concrete(threshold)
+    if value is None:
+        return threshold
+    values = np.unique(value)
+    if values.size != 1:
+        raise ValueError(
+            f"{owner}: the neurons have different spike thresholds ({values.min()}..."
+            f"{values.max()} mV, e.g. from different `v_ref`); pass one `threshold`."
+        )
+    if not np.isfinite(values[0]):
+        raise ValueError(f"{owner}: `threshold` must be a finite voltage (mV), got {values[0]}.")
+    return float(values[0])

@@ -12,11 +12,18 @@ import sys
 import warnings
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from ._checks import (  # noqa: F401 (re-exported: the models and stimuli import them here)
+    _check_batch_shapes,
+    _check_finite,
+    _check_numbers,
+    _check_real,
+    _concrete,
+    _describe_bad,
+)
 from ._model import AbstractModel
 
 __all__ = ["HHParams", "FIELDS", "TEMPERATURE_LIMITS", "TEMPERATURE_RANGE"]
@@ -37,100 +44,6 @@ between freezing and 45 °C; beyond this range the rates are an extrapolation.""
 # Hodgkin & Huxley (1952) fixed the leak reversal at 10.613 mV above rest so that the
 # membrane rests exactly at the reference potential.
 _E_L_1952 = 10.613
-
-
-def _concrete(x) -> np.ndarray | None:
-    """The value of `x` as numpy if it is concrete (not a tracer), else None."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x)
-    except Exception:  # pragma: no cover - unknown array-likes
-        return None
-
-
-# ---------------------------------------------------------------------- validation helpers
-# Shared by the models, the stimuli and the spike features. Dtypes and shapes are static, so
-# they are checked for tracers too (a valid traced value always passes); values are checked
-# only when concrete, so jit/vmap/grad pass through untouched.
-
-
-def _check_real(owner: str, name: str, x) -> None:
-    """Raise `TypeError` unless `x` has a real (integer or floating-point) dtype."""
-    dtype = jnp.result_type(x)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(
-            f"{owner}: `{name}` must be real, got a complex value (dtype {dtype}). Pass the "
-            "real part (np.real(x)) if the imaginary part is meant to be zero."
-        )
-    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
-        raise TypeError(f"{owner}: `{name}` must be a real number, got dtype {dtype}.")
-
-
-def _describe_bad(value: np.ndarray, bad: np.ndarray) -> str:
-    """`nan`, or `nan at index 17 (2 of 1000 values)`: the first offending entry."""
-    if value.ndim == 0:
-        return repr(value.item())
-    first = tuple(int(i) for i in np.argwhere(bad)[0])
-    where = first[0] if len(first) == 1 else first
-    return f"{value[first].item()!r} at index {where} ({int(np.sum(bad))} of {value.size} values)"
-
-
-def _check_finite(
-    owner: str,
-    name: str,
-    x,
-    units: str,
-    *,
-    allow_posinf: bool = False,
-    allow_neginf: bool = False,
-) -> np.ndarray | None:
-    """Raise `ValueError` if the concrete `x` holds NaN or ±inf; return it as numpy (or None).
-
-    `allow_posinf`/`allow_neginf` admit the infinities that mean "never" (a step's `stop`) or
-    "always" (a constant current's `start`).
-    """
-    value = _concrete(x)
-    if value is None:
-        return None
-    bad = np.isnan(value)
-    if not allow_posinf:
-        bad = bad | np.isposinf(value)
-    if not allow_neginf:
-        bad = bad | np.isneginf(value)
-    if np.any(bad):
-        allowed = {
-            (False, False): "finite",
-            (True, False): "finite or +inf",
-            (False, True): "finite or -inf",
-            (True, True): "a number (not NaN)",
-        }[allow_posinf, allow_neginf]
-        raise ValueError(
-            f"{owner}: `{name}` must be {allowed}, got {_describe_bad(value, bad)}. "
-            f"Pass {allowed} values ({units})."
-        )
-    return value
-
-
-def _check_batch_shapes(owner: str, values: dict) -> tuple[int, ...]:
-    """The common batch shape of the fields in `values`; `ValueError` if one is empty or the
-    shapes do not broadcast together (the message lists every field's shape)."""
-    shapes = {name: tuple(jnp.shape(x)) for name, x in values.items()}
-    for name, shape in shapes.items():
-        if 0 in shape:
-            raise ValueError(
-                f"{owner}: `{name}` is empty (shape {shape}); every parameter needs a value "
-                "per neuron (a scalar is shared by all neurons)."
-            )
-    try:
-        return jnp.broadcast_shapes(*shapes.values())
-    except ValueError:
-        listing = ", ".join(f"{name} {shape}" for name, shape in shapes.items() if shape != ())
-        raise ValueError(
-            f"{owner}: the parameters' batch shapes do not broadcast together: {listing}. "
-            "Give every batched parameter the same shape (one value per neuron), or a scalar "
-            "to share one value across the batch."
-        ) from None
 
 
 def _check_temperature(owner: str, temperature) -> None:

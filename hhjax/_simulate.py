@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from ._checks import check_count
 from ._model import AbstractModel
 from ._params import HHParams, _concrete
 from ._stimulus import AbstractStimulus, as_stimulus
@@ -454,7 +455,8 @@ def simulate(
       axis simulate a batch of neurons in one vmapped solve (fields broadcast to one batch shape).
     - `stimulus`: injected current: a stimulus ([`Step`][], [`Pulses`][], [`Sampled`][],
       [`OUNoise`][], or a sum), a constant in µA/cm², or `None`.
-    - `t1`, `t0`: end and start of the span (ms); Python numbers (they fix the compiled shape).
+    - `t1`, `t0`: end and start of the span (ms). They are traced values, and the save grid is
+      padded to one of 8 lengths per octave, so a new `t1` mostly reuses the compiled solve.
     - `ts`: save times (ms), increasing, within `[t0, t1]`. Or `dt_save`: a uniform grid spacing
       (ms). Default: every step for fixed-step solvers, 0.025 ms for adaptive ones.
     - `y0`: initial [`HHState`][] (or `(v, m, h, n)`); default [`rest_state`][]`(params)`.
@@ -522,13 +524,12 @@ def simulate(
     if adjoint is None:
         adjoint = diffrax.RecursiveCheckpointAdjoint()
 
+    max_steps = check_count("max_steps", max_steps)
     traced = _is_traced((params, stimulus, y0))
     if y0 is None and not traced:
         # Found eagerly so that a membrane with no rest (all conductances 0) is named here,
         # instead of surfacing as a NaN state that stalls the step-size controller.
         y0 = _checked_rest_state(params)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
     config = (
         solver,
         dt0,

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._params import _check_batch_shapes, _check_finite, _check_real, _concrete
+from ._params import _check_batch_shapes, _check_finite, _check_numbers, _check_real, _concrete
 
 __all__ = [
     "AbstractStimulus",
@@ -163,14 +163,13 @@ class Pulses(AbstractStimulus):
                 f"Pulses.train: `count` must be >= 1, got {count}; for no current pass "
                 "`stimulus=None`."
             )
-        for name, x, units in (
+        _check_numbers(
+            "Pulses.train",
             ("amplitude", amplitude, "µA/cm²"),
             ("start", start, "ms"),
             ("width", width, "ms"),
             ("period", period, "ms"),
-        ):
-            _check_real("Pulses.train", name, jnp.asarray(x))
-            _check_finite("Pulses.train", name, x, units)
+        )
         if period <= width:
             raise ValueError(f"Pulses.train: `period` ({period}) must exceed `width` ({width}).")
         starts = start + period * np.arange(count)
@@ -282,16 +281,15 @@ class OUNoise(AbstractStimulus):
     z: Array
 
     def __init__(self, mean, sigma, tau, t0, t1, *, key: PRNGKeyArray, dt: float = 0.1):
-        for name, x, units in (
+        _check_numbers(
+            "OUNoise",
             ("mean", mean, "µA/cm²"),
             ("sigma", sigma, "µA/cm²"),
             ("tau", tau, "ms"),
             ("t0", t0, "ms"),
             ("t1", t1, "ms"),
             ("dt", dt, "ms"),
-        ):
-            _check_real("OUNoise", name, jnp.asarray(x))
-            _check_finite("OUNoise", name, x, units)
+        )
         if not t1 > t0:
             raise ValueError(f"OUNoise: `t1` ({t1}) must be after `t0` ({t0}).")
         if not dt > 0:

@@ -171,8 +171,8 @@ def _demo_fi(params, amplitudes, *, duration: float, discard: float, dt: float =
         params, hhjax.Step(amplitudes, 0.0), duration, dt=dt, max_spikes=max_spikes
     )
     total, dropped = np.asarray(batch.spike_count), np.asarray(batch.dropped)
-    if not np.all(np.isfinite(np.asarray(batch.final_state.v))):
-        raise RuntimeError("f–I sweep: the simulation diverged (non-finite voltage).")
+    if not np.all(np.asarray(batch.ok)):
+        raise RuntimeError("f–I sweep: the simulation diverged (non-finite state).")
     if np.any(total > max_spikes) or np.any(dropped):
         raise RuntimeError(f"f–I sweep: more spikes than the {max_spikes} stored per step.")
     times = np.asarray(batch.spike_times)
@@ -183,7 +183,7 @@ def _demo_fi(params, amplitudes, *, duration: float, discard: float, dt: float =
     interval = np.where(several, last - first, 1.0) / np.maximum(counts - 1, 1)
     sustained = several & (duration - last <= 2.0 * interval)
     rates = np.where(sustained, 1000.0 / interval, 0.0)
-    return hhjax.FICurve(amplitudes, rates, counts)
+    return hhjax.FICurve(amplitudes, rates, counts, np.asarray(batch.ok))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -574,7 +574,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     solver = _solver(args)
     threshold = args.threshold
     if threshold is None:
-        threshold = float(params.spike_threshold)  # the model's own: v_ref + 65 for HH
+        threshold = float(params.spike_threshold)  # the model's own (v_ref + 65 for HH)
     kwargs = dict(solver=solver, dt0=args.dt)
 
     if args.batch is not None:

@@ -64,6 +64,12 @@ class RecordingError(ValueError):
     """A recording file cannot be used; the message names the file and the problem."""
 
 
+def _first_non_increasing(t) -> int | None:
+    """The first `k` with `t[k + 1] <= t[k]`, or `None` when `t` is strictly increasing."""
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    return int(bad[0]) if bad.size else None
+
+
 def _unit_problems(t, v) -> dict[str, str]:
     """Why times `t` (ms) and voltages `v` (mV) cannot be in those units; empty if they can.
 
@@ -91,8 +97,9 @@ def _unit_problems(t, v) -> dict[str, str]:
             )
     if v.size and float(np.max(np.abs(v))) < _MIN_MAX_ABS_V_MV:
         problems["v"] = (
-            f"`v` stays within ±{float(np.max(np.abs(v))):.3g} mV, which no membrane potential "
-            "does for a whole sweep: it looks like volts"
+            f"`v` stays within ±{float(np.max(np.abs(v))):.3g} mV for the whole sweep: it looks "
+            "like volts (a cell resting near 0 mV, as in the 1952 convention, with sub-mV "
+            "responses is the one exception: pass `check_units=False` for it)"
         )
     return problems
 
@@ -115,9 +122,8 @@ def _check_samples(where, t, v, i, *, fix_t, fix_v, check_units=True):
                 f"{where}: `{name}` has {bad.size} non-finite sample(s) (NaN/inf), first at "
                 f"sample {k}{at}; remove or interpolate them before using the recording."
             )
-    steps = np.diff(t)
-    if np.any(steps <= 0):
-        k = int(np.flatnonzero(steps <= 0)[0])
+    k = _first_non_increasing(t)
+    if k is not None:
         raise RecordingError(
             f"{where}: sample times are not increasing: t[{k + 1}] = {float(t[k + 1]):g} ms "
             f"follows t[{k}] = {float(t[k]):g} ms."

@@ -144,17 +144,23 @@ def test_abf_truncated(tmp_path):
 
 
 # ---------------------------------------------------------------- NWB
-def _nwb(path, *, clamp="current", stimulus=True):
-    from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, VoltageClampSeries
+def _nwb_file(identifier):
+    from pynwb import NWBFile
 
     nwb = NWBFile(
         session_description="test",
-        identifier="hhjax-test",
+        identifier=identifier,
         session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
     )
     device = nwb.create_device(name="amp")
-    electrode = nwb.create_icephys_electrode(name="e0", description="", device=device)
+    return nwb, nwb.create_icephys_electrode(name="e0", description="", device=device)
+
+
+def _nwb(path, *, clamp="current", stimulus=True):
+    from pynwb import NWBHDF5IO
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries, VoltageClampSeries
+
+    nwb, electrode = _nwb_file("hhjax-test")
     t, v, i = _trace()
     for k in range(2):
         if clamp == "current":
@@ -243,16 +249,10 @@ def test_area_gives_fitting_recording(tmp_path):
 def _nwb_wrong_units(path, *, conversion=1.0, rate=10_000.0):
     """A current-clamp NWB file of `_trace` in volts with a voltage `conversion` factor and a
     sampling `rate` (Hz) that are wrong for the data unless 1 and 10 kHz."""
-    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb import NWBHDF5IO
     from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
 
-    nwb = NWBFile(
-        session_description="test",
-        identifier="hhjax-units",
-        session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-    )
-    device = nwb.create_device(name="amp")
-    electrode = nwb.create_icephys_electrode(name="e0", description="", device=device)
+    nwb, electrode = _nwb_file("hhjax-units")
     t, v, i = _trace()
     common = dict(electrode=electrode, rate=rate, gain=1.0, sweep_number=np.uint32(0))
     nwb.add_acquisition(

@@ -234,3 +234,12 @@ def test_fi_curve_failure_is_an_error_not_a_rate():
     with pytest.raises(hhjax.SimulationError, match="fi_curve.*10.0"):
         hhjax.fi_curve(hhjax.HHParams(), [2.0, 10.0], duration=20.0, solver=diffrax.Euler(),
                        dt0=0.3)
+
+
+@pytest.mark.parametrize(("span", "dt"), [(1000.0, 0.05), (5000.0, 0.05), (10000.0, 0.02)])
+def test_float32_times_of_long_sweeps_are_accepted(span, dt):
+    """float32 times were refused as "not uniformly sampled" (and then for sweeps over 1 s)."""
+    t = (np.arange(round(span / dt) + 1) * dt).astype(np.float32)
+    v = (-65.0 + 5.0 * np.sin(t / 10.0)).astype(np.float32)
+    rec = hhjax.fitting.Recording(t, v, np.zeros_like(t))
+    assert rec.dt == pytest.approx(dt, rel=1e-6)

@@ -675,7 +675,8 @@ def fit(
       (`callback(step, loss, params)` after each step), `checkpoint` (file path, in an
       existing directory: progress is saved every `checkpoint_every` steps, atomically, and a
       later call with the same path resumes; a file written by a fit of other recordings or
-      another configuration, or a damaged one, raises a `ValueError` naming it). A step
+      another configuration, or a damaged one, raises [`hhjax.fitting.CheckpointError`][] (a
+      `ValueError`) naming it). A step
       that reaches parameters the model cannot simulate ends the loop with a warning; the
       best parameters seen are returned, not converged.
     - `fallback`, `fallback_threshold`: with `init` `"auto"`, `"linear"` or `"guess"` and

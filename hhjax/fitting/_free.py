@@ -7,12 +7,13 @@ Fields are looked up by name on any `equinox.Module` model, so the same code ser
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Mapping, Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+
+from .._checks import check_count, check_real  # noqa: F401 (re-exported for the fitting modules)
 
 __all__ = ["FreeParams", "DEFAULT_FREE"]
 
@@ -23,41 +24,6 @@ DEFAULT_FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
 # (conductances, capacitances, time constants), which keeps them positive.
 _LINEAR_PREFIXES = ("e_", "v_")
 _LINEAR_SCALE = 10.0  # mV: one unit of the optimiser's coordinate
-
-
-def check_count(name, value, minimum=1):
-    """`value` as an int of at least `minimum`, else a TypeError/ValueError naming `name`."""
-    n = None
-    if not isinstance(value, (bool, np.bool_)):
-        try:
-            n = operator.index(value)
-        except TypeError:
-            if isinstance(value, (float, np.floating)) and float(value).is_integer():
-                n = int(value)
-    if n is None:
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if n < minimum:
-        raise ValueError(f"`{name}` must be at least {minimum}, got {value!r}.")
-    return n
-
-
-def check_real(name, value, *, above=None, at_least=None, below=None):
-    """`value` as a finite float within the stated limits, else an error naming `name`."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.") from None
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
-    if not np.isfinite(x):
-        raise ValueError(f"`{name}` must be finite, got {value!r}.")
-    if above is not None and not x > above:
-        raise ValueError(f"`{name}` must be greater than {above}, got {value!r}.")
-    if at_least is not None and not x >= at_least:
-        raise ValueError(f"`{name}` must be at least {at_least}, got {value!r}.")
-    if below is not None and not x < below:
-        raise ValueError(f"`{name}` must be less than {below}, got {value!r}.")
-    return x
 
 
 @dataclasses.dataclass(frozen=True)
