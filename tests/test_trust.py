@@ -20,24 +20,29 @@ from hhjax import kinetics
 
 
 # --------------------------------------------------------------------------- NaN gradients
-def _first_spike(p, stim, solver=None, t1=30.0):
+def _first_spike(p, stim, solver=None, t1=12.0):
     traj = hhjax.simulate(p, stim, t1=t1, solver=solver)
     return hhjax.spike_times(traj.ts, traj.v, max_spikes=1)[0]
 
 
 @pytest.mark.parametrize("amplitude", [50.0, 100.0])
-def test_first_spike_gradient_is_finite_and_matches_an_implicit_solve(amplitude):
+def test_first_spike_gradient_is_finite_and_matches_finite_differences(amplitude):
     """The README example at 50 and 100 µA/cm² gave NaN for every field (a rejected Tsit5 stage
-    at -125,000 mV overflowed an exponential: 0 cotangent x inf = NaN)."""
+    at -125,000 mV overflowed an exponential: 0 cotangent x inf = NaN). The issue's own
+    cross-check, the implicit Kvaerno5 gradient, was -0.00152 for g_na at 50 µA/cm²."""
     p = hhjax.HHParams.neuron()
     stim = hhjax.Step(amplitude=amplitude, start=5.0)
     grad = jax.grad(_first_spike)(p, stim)
-    ref = jax.grad(lambda q: _first_spike(q, stim, diffrax.Kvaerno5()))(p)
-    for name in ("g_na", "g_k", "g_l", "c_m", "e_na"):
-        g, r = float(getattr(grad, name)), float(getattr(ref, name))
-        assert np.isfinite(g), name
-        # Both solves at rtol 1e-8; their spike times agree to ~1e-7 ms.
-        assert abs(g - r) <= 1e-4 * abs(r) + 1e-7, (name, g, r)
+    assert all(np.isfinite(v) for v in grad.to_dict().values()), grad.to_dict()
+    if amplitude == 50.0:
+        assert float(grad.g_na) == pytest.approx(-0.00152, abs=1e-5)
+    for name, h in (("g_na", 1e-3), ("c_m", 1e-5), ("g_l", 1e-5)):
+        value = float(getattr(p, name))
+        up = float(_first_spike(p.replace(**{name: value + h}), stim))
+        down = float(_first_spike(p.replace(**{name: value - h}), stim))
+        fd = (up - down) / (2 * h)
+        # Spike times good to ~1e-9 ms at rtol 1e-8: the difference quotient to ~1e-5.
+        assert float(getattr(grad, name)) == pytest.approx(fd, rel=2e-3, abs=1e-6), name
 
 
 def test_voltage_loss_gradients_finite_in_reported_cases():
@@ -45,7 +50,7 @@ def test_voltage_loss_gradients_finite_in_reported_cases():
     starting at >= 60 mV (NaN), float32 at 100 µA/cm² (NaN)."""
 
     def loss(p, stim, y0=None):
-        return jnp.mean(hhjax.simulate(p, stim, 30.0, y0=y0).v ** 2)
+        return jnp.mean(hhjax.simulate(p, stim, 15.0, y0=y0).v ** 2)
 
     cases = [
         (hhjax.HHParams(), hhjax.Step(50.0, 5.0, 7.0), None),
@@ -115,7 +120,7 @@ def test_cortical_model_gradient_is_finite_under_a_strong_step():
     p = hhjax.models.Pospischil.regular_spiking()
 
     def loss(p):
-        traj = hhjax.simulate(p, hhjax.Step(60.0, 5.0), 30.0)
+        traj = hhjax.simulate(p, hhjax.Step(60.0, 5.0), 15.0)
         return jnp.mean(traj.v**2)
 
     g = jax.grad(loss)(p)
