@@ -268,14 +268,14 @@ def _jump_times(stimulus, t0: float, t1: float):
     return jnp.sort(jnp.where(inside, jumps, t1 + (t1 - t0)))
 
 
-def _adaptive_controller(rtol, atol, jumps, dtype):
-    """hhjax's adaptive step control: PID with the step capped at `DEFAULT_DTMAX`, stepping
-    exactly onto the stimulus edges `jumps` (or `None`)."""
+def _adaptive_controller(rtol, atol, jumps, dtype, dtmax=DEFAULT_DTMAX):
+    """hhjax's adaptive step control: PID with the step capped at `dtmax` (default
+    `DEFAULT_DTMAX`), stepping exactly onto the stimulus edges `jumps` (or `None`)."""
     # dtmax: from an exact rest state the error estimate is zero and steps grow tenfold each
     # time; a huge step proposed just after a stimulus edge can overflow the exponentials and
     # stall the controller on NaN errors. 1 ms is far longer than any step the spiking
     # dynamics accept, so it costs nothing elsewhere.
-    pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=DEFAULT_DTMAX)
+    pid = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=dtmax)
     jump_ts = None if jumps is None else jnp.asarray(jumps, dtype)
     return diffrax.ClipStepSizeController(pid, jump_ts=jump_ts)
 
@@ -317,6 +317,37 @@ def _finite(tree):
     return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x), axis=-1) for x in leaves])
 
 
+_STABLE_REAL = 2.5
+"""|λ·dt| kept below this where the solution sits still: inside the real-axis stability interval
+of the explicit Runge–Kutta solvers (Tsit5's reaches about -3.5)."""
+
+
+def _stable_step(params, y, stimulus, t0, dtype):
+    """The largest step (ms) at which an explicit solver stays stable for the linearisation at
+    the initial state: `_STABLE_REAL / ρ(J)`, with the spectral radius ρ bounded by
+    `‖J^16‖^(1/16)` (scale-free up to a 16th root; three matrix squarings, any device).
+
+    Why: at an exact rest state the solver's error estimate is zero, so the step grows to
+    `DEFAULT_DTMAX`. The forward solution does not care (it stays at rest), but the
+    derivatives are carried by the linearisation, which such a step amplifies every time: a
+    Pospischil low-threshold cell with a -13 /ms rest eigenvalue gave d<v>/dg_l = 4e24 after
+    12 ms (it is 425, the rest state's own sensitivity), NaN in float32.
+    """
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(y)
+    field = lambda x: ravel_pytree(params.vector_field(t0, unravel(x), stimulus))[0]
+    jac = jax.lax.stop_gradient(jax.jacfwd(field)(jax.lax.stop_gradient(flat)))
+    scale = jnp.max(jnp.abs(jac))
+    power = jac / jnp.where(scale > 0, scale, 1.0)
+    for _ in range(4):
+        power = power @ power
+    radius = scale * jnp.linalg.norm(power) ** (1.0 / 16.0)
+    step = _STABLE_REAL / jnp.where(radius > 0, radius, 1.0)
+    # A non-finite estimate (a wild initial state) leaves the usual cap in place.
+    return jnp.where(jnp.isfinite(step) & (radius > 0), step, DEFAULT_DTMAX).astype(dtype)
+
+
 @eqx.filter_jit
 def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
     solver, dt0, rtol, atol, max_steps, throw, adjoint = config
@@ -352,7 +383,10 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
             y = p.rest_state()
         y = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y)
         if step_grid is None:
-            controller = _adaptive_controller(rtol, atol, jumps, dtype)
+            dtmax = DEFAULT_DTMAX
+            if not isinstance(solver, diffrax.AbstractImplicitSolver):
+                dtmax = jnp.minimum(dtmax, _stable_step(p, y, stimulus, t0, dtype))
+            controller = _adaptive_controller(rtol, atol, jumps, dtype, dtmax)
             dt = dt0
         else:
             controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))

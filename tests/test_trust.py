@@ -127,6 +127,22 @@ def test_cortical_model_gradient_is_finite_under_a_strong_step():
     assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(g))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32])  # float64 gave 4e24: the same cause
+def test_gradient_from_rest_is_the_rest_state_sensitivity(dtype):
+    """Found by a Hypothesis run over the cortical family: at rest the error estimate is zero,
+    the step grew to 1 ms, beyond the explicit solver's stability for the rest eigenvalue
+    (-13 /ms), and the derivatives (carried by the linearisation) grew every step: d<v>/dg_l
+    was 4e24 after 12 ms in float64 and NaN in float32. With no stimulus the trajectory is the
+    rest state, so the exact answer is the rest state's own derivative."""
+    p = hhjax.models.Pospischil.low_threshold(g_na=12.5, g_kd=1.0, g_l=0.00475, c_m=0.25)
+    p = p.astype(dtype)
+    g = jax.grad(lambda q: jnp.mean(hhjax.simulate(q, None, 12.0).v))(p)
+    ref = jax.grad(lambda q: q.rest_state().v)(p)
+    rel = 1e-4 if dtype == jnp.float32 else 1e-8
+    for name in ("g_l", "g_na", "g_cat", "e_l"):
+        assert float(getattr(g, name)) == pytest.approx(float(getattr(ref, name)), rel=rel), name
+
+
 # --------------------------------------------------------------------------- failures
 def test_unstable_fixed_step_is_a_failure_not_a_result():
     """Euler at dt0 = 0.3 ms: ok=True with 47 of 68 samples NaN before."""
