@@ -34,11 +34,6 @@ def _crossings(v, threshold):
 # threshold would otherwise count as "no spikes", a silent wrong result.
 
 
-def _check_threshold(owner: str, threshold) -> None:
-    _check_real(owner, "threshold", jnp.asarray(threshold))
-    _check_finite(owner, "threshold", threshold, "mV")
-
-
 def _check_trace(owner: str, ts, v) -> None:
     """`ts` (or None) and `v` real and finite, `ts` strictly increasing along its last axis."""
     for name, x in (("ts", ts), ("v", v)):
@@ -180,7 +175,7 @@ def spike_times(
             f"axis, got shapes {ts.shape} and {v.shape}."
         )
     _check_trace("spike_times", ts, v)
-    _check_threshold("spike_times", threshold)
+    _check_numbers("spike_times", ("threshold", threshold, "mV"))
     count = None
     if max_spikes is None:
         v_np, threshold_np = _concrete(v), _concrete(threshold)
@@ -211,7 +206,7 @@ def spike_count(v: ArrayLike, threshold: float = 0.0) -> Array:
     """
     v = jnp.asarray(v)
     _check_trace("spike_count", None, v)
-    _check_threshold("spike_count", threshold)
+    _check_numbers("spike_count", ("threshold", threshold, "mV"))
     return jnp.sum(_crossings(v, threshold), axis=-1)
 
 
@@ -236,7 +231,7 @@ def firing_rate(
             f"axis, got shapes {ts.shape} and {v.shape}."
         )
     _check_trace("firing_rate", ts, v)
-    _check_threshold("firing_rate", threshold)
+    _check_numbers("firing_rate", ("threshold", threshold, "mV"))
     t_start = ts[..., 0] if t_start is None else jnp.asarray(t_start)
     t_stop = ts[..., -1] if t_stop is None else jnp.asarray(t_stop)
     _check_window(ts, t_start, t_stop)
@@ -247,9 +242,7 @@ def firing_rate(
 
 
 def _check_window(ts, t_start, t_stop) -> None:
-    for name, x in (("t_start", t_start), ("t_stop", t_stop)):
-        _check_real("firing_rate", name, x)
-        _check_finite("firing_rate", name, x, "ms")
+    _check_numbers("firing_rate", ("t_start", t_start, "ms"), ("t_stop", t_stop, "ms"))
     start, stop, t = _concrete(t_start), _concrete(t_stop), _concrete(ts)
     if start is None or stop is None:
         return
