@@ -161,6 +161,8 @@ def section_batch() -> dict:
         ("hhjax_f32_1dev", main, "hhjax_batch.py", workload, {}),
         ("hhjax_f64_2dev", main, "hhjax_batch.py", workload, dict(two, BENCH_X64="1")),
         ("hhjax_f64_1dev", main, "hhjax_batch.py", workload, {"BENCH_X64": "1"}),
+        # The cortical model (generic contract step, 4 gates) on the same workload: speed only.
+        ("hhjax_cortical_f32_1dev", main, "hhjax_cortical_batch.py", workload, {}),
         ("jaxley_f32", _venv_python("jaxley"), "jaxley_batch.py", workload, {}),
         ("jaxley_f64", _venv_python("jaxley"), "jaxley_batch.py", workload, {"BENCH_X64": "1"}),
         ("neuron", _venv_python("neuron"), "neuron_batch.py", workload, {}),
@@ -183,12 +185,26 @@ def section_batch() -> dict:
     for key, python, script, wl, env in peers:
         print(f"  {key} ...", end=" ", flush=True)
         result = run_peer(python, script, wl, env)
-        result.update(accuracy(result, reference))
+        if "cortical" not in key:  # another model: the HH reference does not apply
+            result.update(accuracy(result, reference))
         rows[key] = result
         rate = result.get("neuron_steps_per_s")
         print(f"{rate / 1e6:.1f} M neuron-steps/s" if rate else result.get("skipped"), flush=True)
+    ratios = {}
+    rate = lambda k: rows.get(k, {}).get("neuron_steps_per_s")
+    if rate("hhjax_cortical_f32_1dev") and rate("hhjax_f32_1dev"):
+        ratios["hh_over_cortical_per_neuron_step"] = rate("hhjax_f32_1dev") / rate(
+            "hhjax_cortical_f32_1dev"
+        )
+    for peer in ("jaxley_f32", "neuron"):
+        if rate(peer) and rate("hhjax_f32_2dev"):
+            ratios[f"hhjax_f32_over_{peer}"] = rate("hhjax_f32_2dev") / rate(peer)
+    print(f"  ratios: {ratios}", flush=True)
     return dict(
-        workload=workload, reference="hhjax adaptive float64 (Tsit5, rtol=atol=1e-8)", peers=rows
+        workload=workload,
+        reference="hhjax adaptive float64 (Tsit5, rtol=atol=1e-8)",
+        peers=rows,
+        ratios=ratios,
     )
 
 

@@ -12,18 +12,11 @@ __version__ = "0.1.0"
 
 # Where each public name lives: {module: names}; a module listed with no names is itself public.
 _EXPORTS = {
-    "._fast": (
-        "AdaptiveSpikes",
-        "BatchFeatures",
-        "ExponentialEuler",
-        "simulate_batch",
-        "spike_times_adaptive",
-        "value_and_grad_forward",
-    ),
+    "._batch": ("BatchFeatures", "simulate_batch"),
     "._features": ("FICurve", "fi_curve", "firing_rate", "spike_count", "spike_times"),
     "._model": ("AbstractModel",),
-    "._params": ("FIELDS", "HHParams"),
     "._simulate": (
+        "Currents",
         "RESULTS",
         "SimulationError",
         "Trajectory",
@@ -31,9 +24,12 @@ _EXPORTS = {
         "rest_state",
         "simulate",
         "steady_state",
+        "value_and_grad_forward",
     ),
+    "._solvers": ("ExponentialEuler", "MembraneTerm"),
+    "._spikes": ("AdaptiveSpikes", "spike_times_adaptive"),
     "._stimulus": ("AbstractStimulus", "OUNoise", "Pulses", "Sampled", "Step", "SumStimulus"),
-    "._vector_field": ("Currents", "HHState", "gates_inf", "ionic_currents", "vector_field"),
+    ".models._hh": ("FIELDS", "HHParams", "HHState", "gates_inf", "ionic_currents", "vector_field"),
 }
 _MODULES = {"kinetics": "._kinetics", "fitting": ".fitting", "io": ".io", "models": ".models"}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -150,3 +150,12 @@ def check_real(name, value, *, above=None, at_least=None, below=None):
     if below is not None and not x < below:
         raise ValueError(f"`{name}` must be less than {below}, got {value!r}.")
     return x
+
+
+def padded_length(n: int, per_octave: int = 8, minimum: int = 1) -> int:
+    """`n` rounded up to one of `per_octave` lengths per octave (a power of two), and to at
+    least `minimum`: compiled functions are keyed on array shapes, so padding inputs to a few
+    such lengths lets new lengths reuse a compilation (at most 1/`per_octave` more work)."""
+    n = max(int(n), int(minimum))
+    quantum = 2 ** max(0, (n - 1).bit_length() - per_octave.bit_length())
+    return -(-n // quantum) * quantum

@@ -11,15 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from ._model import _spike_threshold
-from ._params import (
-    HHParams,
+from ._checks import (
     _check_finite,
     _check_numbers,
     _check_real,
     _concrete,
     _describe_bad,
+    padded_length,
 )
+from ._model import AbstractModel, _spike_threshold
 
 __all__ = ["spike_times", "spike_count", "firing_rate", "FICurve", "fi_curve"]
 
@@ -95,15 +95,6 @@ def _refine(ts, v, k, threshold, n):
     # A cubic can wander when the samples are not smooth (noise); keep the linear estimate then.
     good = jnp.isfinite(t_cub) & (t_cub >= t_a) & (t_cub <= t_b)
     return jnp.where(good, t_cub, t_lin)
-
-
-def _bucket(n: int) -> int:
-    """`n` rounded up to one of four sizes per octave (at most 25 % more), so that traces of
-    many lengths share a few compilations of [`spike_times`][]."""
-    if n < 16:
-        return n
-    step = 2 ** (int(n).bit_length() - 3)
-    return -(-n // step) * step
 
 
 def _pad_last(x, extra: int):
@@ -190,7 +181,9 @@ def spike_times(
     if max_spikes < 0:
         raise ValueError(f"spike_times: `max_spikes` must be >= 0, got {max_spikes}.")
     n = v.shape[-1]
-    size = _bucket(n) if n >= 4 else n
+    # Four lengths per octave (at most 25 % more), so traces of many lengths share a few
+    # compilations.
+    size = padded_length(n, 4) if n >= 16 else n
     if size > n:
         ts, v = _pad_last(ts, size - n), _pad_last(v, size - n)
     threshold = jnp.asarray(threshold, v.dtype)
@@ -275,7 +268,7 @@ class FICurve(eqx.Module):
 
 
 def fi_curve(
-    params: HHParams,
+    params: AbstractModel,
     amplitudes: ArrayLike,
     *,
     duration: float = 1000.0,
@@ -289,7 +282,7 @@ def fi_curve(
 
     **Arguments:**
 
-    - `params`: an [`HHParams`][] (scalar fields).
+    - `params`: any model (scalar fields).
     - `amplitudes`: step currents (µA/cm²), shape `(currents,)`.
     - `duration`: step length (ms). `delay`: rest before the step (ms).
     - `discard`: initial transient excluded from the rate (ms after onset); default 0.
@@ -340,7 +333,7 @@ def fi_curve(
             "or no time is left to count spikes in."
         )
     if params.batch_shape:
-        raise ValueError("fi_curve takes a single neuron's HHParams; vmap over fi_curve for more.")
+        raise ValueError("fi_curve takes a single neuron's model; vmap over fi_curve for more.")
     t1 = delay + duration
     threshold = _spike_threshold("fi_curve", params, threshold)
     counts, ok = _fi_counts(

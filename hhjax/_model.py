@@ -25,28 +25,140 @@ __all__ = ["AbstractModel"]
 
 
 class AbstractModel(eqx.Module):
-    """Base class of every membrane model `simulate` accepts.
+    """Base class of every membrane model: the one contract every hhjax path uses.
 
-    Subclasses define:
+    A model is a leak plus ion channels, each a conductance $g$ with a reversal potential $E$,
+    its gates relaxing to $x_\\infty(v)$ with time constant $\\tau(v)$:
 
-    - `vector_field(t, y, stimulus)`: the pure right-hand side; `y` is the model's state PyTree
-      (an `equinox.Module` with at least a field `v`, the membrane potential in mV) and
-      `stimulus` a callable `t -> µA/cm²` or `None`.
-    - `rest_state(i_hold=0.0)`: the state with $dy/dt = 0$ under constant current `i_hold`.
-    - `steady_state(v)`: the state at voltage `v` with every gate at steady state.
+    $$C_m \\frac{dv}{dt} = I_{stim}(t) - \\sum_c g_c(v, x)\\,(v - E_c), \\qquad
+    \\frac{dx}{dt} = \\frac{x_\\infty(v) - x}{\\tau_x(v)}$$
+
+    A subclass supplies four things:
+
+    - `mechanisms`: the [`hhjax.models.AbstractChannel`][]s, leak included, whose
+      `inf_tau(model, v)` and `conductance(model, v, state)` read the model's fields;
+    - `make_state(v, gates)`: its state PyTree from the voltage and a `{gate: value}` dict
+      (any `equinox.Module` with a field `v` and one attribute per gate);
+    - `c_m`: the specific capacitance (µF/cm²), a field;
+    - `rest_guess`: where the rest-state Newton solve starts (mV).
+
+    Everything else is generic and may be overridden by a faster fused implementation of the
+    same equations (as [`hhjax.HHParams`][] does for its vector field and its step):
+    [`vector_field`][], [`steady_state`][], [`rest_state`][], [`conductances`][],
+    [`currents`][], [`exp_euler_step`][] (one Rush–Larsen step, used by
+    [`hhjax.ExponentialEuler`][], [`hhjax.simulate_batch`][] and the fitting code).
     """
 
+    # ---------------------------------------------------------------- what a model supplies
+    @property
     @abc.abstractmethod
+    def mechanisms(self) -> tuple:
+        """The model's channels, leak included (instances of `hhjax.models.AbstractChannel`)."""
+
+    @abc.abstractmethod
+    def make_state(self, v, gates: dict):
+        """The model's state from the voltage `v` (mV) and a `{gate: value}` dict."""
+
+    @property
+    def rest_guess(self):
+        """Starting voltage (mV) of the rest-state solve; default the leak reversal `e_l`."""
+        return self.e_l
+
+    # ---------------------------------------------------------------- generic equations
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        """Names of the gates, in the order of the channels that own them."""
+        return tuple(g for c in self.mechanisms for g in c.gates)
+
+    def inf_tau(self, v) -> dict:
+        """`{gate: (x_inf, tau_ms)}` at voltage `v` (mV) for every gate of the model."""
+        out = {}
+        for channel in self.mechanisms:
+            out.update(channel.inf_tau(self, v))
+        return out
+
+    def conductances(self, state) -> dict:
+        """`{channel name: (g, e)}`: present conductance (mS/cm²) and reversal (mV) of each
+        channel at `state`; every current is $g\\,(v - e)$, linear in $v$ for frozen gates."""
+        return {c.name: c.conductance(self, state.v, state) for c in self.mechanisms}
+
+    def currents(self, state) -> dict:
+        """`{channel name: current}` densities (µA/cm², outward positive) at `state`."""
+        return {name: g * (state.v - e) for name, (g, e) in self.conductances(state).items()}
+
+    def ionic_current(self, state):
+        """Total membrane current density (µA/cm², outward positive) at `state`."""
+        return sum(self.currents(state).values())
+
     def vector_field(self, t, y, stimulus):
-        """Time derivative of the state `y` at time `t` (ms) under `stimulus`."""
+        """$dy/dt$ (mV/ms and 1/ms) at time `t` (ms) under `stimulus` (a callable
+        `t -> µA/cm²`, or `None`)."""
+        i_stim = 0.0 if stimulus is None else stimulus(t)
+        dv = (i_stim - self.ionic_current(y)) / self.c_m
+        rates = {g: (x_inf - getattr(y, g)) / tau for g, (x_inf, tau) in self.inf_tau(y.v).items()}
+        return self.make_state(dv, rates)
 
-    @abc.abstractmethod
-    def rest_state(self, i_hold=0.0):
-        """The resting state (for a single, unbatched model)."""
+    def _fast_vector_field(self, t, y, stimulus):
+        """The vector field as hot forward-only loops evaluate it (a fused override may trade
+        the last ulp for speed); by default `vector_field`."""
+        return self.vector_field(t, y, stimulus)
 
-    @abc.abstractmethod
     def steady_state(self, v):
-        """The state at voltage `v` (mV) with gates at steady state."""
+        """The state at voltage `v` (mV) with every gate at its steady state $x_\\infty(v)$
+        (NEURON's `finitialize(v)`); usable as `y0`."""
+        v = jnp.asarray(v, dtype=jnp.result_type(self.dtype, float))
+        inf = {g: jnp.broadcast_to(x, jnp.shape(v)) for g, (x, _) in self.inf_tau(v).items()}
+        return self.make_state(v, inf)
+
+    def steady_current(self, v):
+        """Steady-state I–V relation: membrane current (µA/cm²) with gates at steady state."""
+        return self.ionic_current(self.steady_state(v))
+
+    def rest_state(self, i_hold=0.0):
+        """The state with $dy/dt = 0$ under constant current `i_hold` (µA/cm²).
+
+        Damped Newton iteration on the steady-state I–V relation from `rest_guess` (steps
+        clipped to 10 mV, 40 iterations), then one implicit-function step, so the derivative
+        with respect to the parameters is exact, $-\\partial_\\theta I / \\partial_v I$, and
+        costs one evaluation instead of a pass through every iteration. Batched models are
+        vmapped. A membrane with several rest points returns the one Newton reaches from
+        `rest_guess`; one with none (all conductances 0) gives NaN.
+
+        optimistix's `Newton` root finder has the implicit adjoint but no step damping; from
+        `v_ref` at large holding currents the undamped iteration overshoots into the region
+        where the I–V slope changes sign, so the damped loop is written here.
+        """
+        if self.batch_shape:
+            return jax.vmap(lambda m: m.rest_state(i_hold))(self.broadcast())
+        return self.steady_state(_rest_voltage(self, i_hold))
+
+    def exp_euler_step(self, y, i_stim, dt):
+        """One exponential-Euler (Rush–Larsen) step of length `dt` (ms) under constant
+        `i_stim` (µA/cm²); see [`hhjax.ExponentialEuler`][] for the scheme."""
+        return self._exp_euler_step(y, i_stim, self._step_constants(dt), None)[0]
+
+    # ---------------------------------------------------------------- the step's two halves
+    def _step_constants(self, dt):
+        """Per-neuron constants of a step of length `dt`, computed once outside a time loop."""
+        return dt, dt / self.c_m
+
+    def _exp_euler_step(self, y, i_stim, constants, hold):
+        """The Rush–Larsen step and the voltage it relaxes toward: `(new state, v_inf)`.
+
+        Gates advance exactly for the voltage frozen at `y.v`; then the voltage exactly for the
+        conductances frozen at the new gates. `hold` is a hook of fused kernels (ignored here).
+        """
+        del hold
+        dt, dt_over_c = constants
+        gates = {g: getattr(y, g) for g in self.gate_names}
+        for gate, (x_inf, tau) in self.inf_tau(y.v).items():
+            gates[gate] = x_inf + (gates[gate] - x_inf) * jnp.exp(-dt / tau)
+        new = self.make_state(y.v, gates)
+        pairs = self.conductances(new).values()
+        g_total = sum(g for g, _ in pairs)
+        v_inf = (sum(g * e for g, e in pairs) + i_stim) / g_total
+        v = v_inf + (y.v - v_inf) * jnp.exp(-g_total * dt_over_c)
+        return self.make_state(v, gates), v_inf
 
     @property
     def spike_threshold(self):
@@ -109,6 +221,31 @@ class AbstractModel(eqx.Module):
     def __getitem__(self, index):
         """Select neurons from a batch: `params[3]`, `params[:10]`."""
         return jax.tree_util.tree_map(lambda x: x[index], self.broadcast())
+
+
+_REST_ITERATIONS = 40
+_REST_MAX_STEP = 10.0  # mV per Newton step
+
+
+def _rest_voltage(model: AbstractModel, i_hold):
+    """The rest voltage of an unbatched model (see `AbstractModel.rest_state`)."""
+    dtype = jnp.result_type(model.dtype, float)
+    f = lambda m, v: m.steady_current(v) - i_hold
+    frozen = jax.lax.stop_gradient(model)
+    df = jax.grad(f, argnums=1)
+
+    def newton(_, v):
+        # Damp far-from-root steps; near the root the step is tiny and Newton is exact.
+        return v - jnp.clip(f(frozen, v) / df(frozen, v), -_REST_MAX_STEP, _REST_MAX_STEP)
+
+    v0 = jnp.asarray(jax.lax.stop_gradient(model.rest_guess), dtype)
+    v = jax.lax.stop_gradient(jax.lax.fori_loop(0, _REST_ITERATIONS, newton, v0))
+    # The implicit-function theorem at the root: dv/dθ = -(∂I/∂θ) / (∂I/∂v). The value stays
+    # exactly the Newton result (correction - stop_gradient(correction) is 0), the derivative
+    # is the correction's. A zero slope (no rest: all conductances 0) keeps the derivative 0.
+    slope = jax.lax.stop_gradient(df(frozen, v))
+    correction = -f(model, v) / jnp.where(slope != 0, slope, 1.0)
+    return v + (correction - jax.lax.stop_gradient(correction))
 
 
 def _spike_threshold(owner: str, params: AbstractModel, threshold):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._params import _check_batch_shapes, _check_finite, _check_numbers, _check_real, _concrete
+from ._checks import _check_batch_shapes, _check_finite, _check_numbers, _check_real, _concrete
 
 __all__ = [
     "AbstractStimulus",

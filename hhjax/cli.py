@@ -409,7 +409,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- simulate
 def _parse_param(text: str) -> tuple[str, float]:
-    from ._params import FIELDS
+    from .models._hh import FIELDS
 
     name, sep, value = text.partition("=")
     name = name.strip()

@@ -210,6 +210,15 @@ def gates(
     return fig
 
 
+_CURRENT_LABELS = {"na": "I_Na", "k": "I_K", "l": "I_leak"}
+
+
+def _current_lines(c) -> list:
+    """`(label, values)` per channel current, then I_sum."""
+    lines = [(_CURRENT_LABELS.get(k, "I_" + k), x) for k, x in c.channels.items()]
+    return lines + [("I_sum", c.i_sum)]
+
+
 def currents(
     params,
     traj,
@@ -218,20 +227,21 @@ def currents(
     title: str | None = None,
     figsize: tuple[float, float] = (8.0, 4.0),
 ) -> Figure:
-    """The ionic currents I_Na, I_K, I_leak and the net current I_sum (seed 000's third figure).
+    """Every channel's current and the net current I_sum (seed 000's third figure for HH).
 
-    Ionic currents are outward positive; `I_sum = I_stim - I_Na - I_K - I_leak` is the current
+    Ionic currents are outward positive; `I_sum = I_stim - Σ I_channel` is the current
     charging the membrane ($C_m\\,dv/dt$), as computed by [`hhjax.currents`][].
 
     **Arguments:**
 
-    - `params`: the [`hhjax.HHParams`][] the trajectory was simulated with.
+    - `params`: the model the trajectory was simulated with (any [`hhjax.AbstractModel`][]).
     - `traj`: an unbatched [`hhjax.Trajectory`][].
     - `xlim`, `title`: as in [`voltage`][].
 
     **Returns:**
 
-    A `Figure` with one axes (µA/cm²) and four lines labelled I_Na, I_K, I_leak, I_sum.
+    A `Figure` with one axes (µA/cm²) and a line per channel plus I_sum (HH: I_Na, I_K,
+    I_leak, I_sum).
     """
     from ._simulate import currents as compute_currents
 
@@ -243,8 +253,8 @@ def currents(
     c = compute_currents(params, traj)
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
-    for name, label in (("i_na", "I_Na"), ("i_k", "I_K"), ("i_l", "I_leak"), ("i_sum", "I_sum")):
-        ax.plot(np.asarray(traj.ts), np.asarray(getattr(c, name)), label=label, lw=1.5)
+    for label, values in _current_lines(c):
+        ax.plot(np.asarray(traj.ts), np.asarray(values), label=label, lw=1.5)
     _finish(ax, TIME, CURRENT, xlim, title)
     return fig
 
@@ -563,13 +573,14 @@ def overview(
     ax_v.set_ylabel(VOLTAGE if v_offset == 0 else f"V {v_offset:+g} (mV)")
     ax_i.plot(ts, np.asarray(traj.i_stim), color="sandybrown", lw=1.5)
     ax_i.set_ylabel("I_stim (µA/cm²)")
-    for k, name in enumerate(("m", "h", "n")):
-        ax_g.plot(ts, np.asarray(getattr(traj, name)), color=f"C{k}", label=_GATE_LABELS[name])
+    for k, name in enumerate(params.gate_names):
+        label = _GATE_LABELS.get(name, name)
+        ax_g.plot(ts, np.asarray(getattr(traj, name)), color=f"C{k}", label=label)
     ax_g.set_ylabel("Gate")
     _legend(ax_g)
     c = compute_currents(params, traj)
-    for name, label in (("i_na", "I_Na"), ("i_k", "I_K"), ("i_l", "I_leak"), ("i_sum", "I_sum")):
-        ax_c.plot(ts, np.asarray(getattr(c, name)), label=label)
+    for label, values in _current_lines(c):
+        ax_c.plot(ts, np.asarray(values), label=label)
     ax_c.set_ylabel(CURRENT)
     _legend(ax_c)
     ax_c.set_xlabel(TIME)

@@ -15,7 +15,9 @@ import pytest
 
 import hhjax
 from hhjax import kinetics as K
-from hhjax._fast import _run_chunk, exp_euler_step, fast_rates
+from hhjax._batch import KernelConfig, _run_chunk
+from hhjax._solvers import exp_euler_step
+from hhjax.models._hh import fast_rates
 
 REFERENCE = pathlib.Path(__file__).parent / "reference" / "neuron_hh_step10.json"
 
@@ -203,7 +205,7 @@ def test_vector_width_option_keeps_results(dtype):
     amps = jnp.linspace(0.0, 30.0, 67, dtype=dtype)
     g_na = jnp.linspace(90.0, 140.0, 67, dtype=dtype)
     p = hhjax.HHParams.neuron(temperature=10.0).replace(g_na=g_na).astype(dtype)
-    config = (0.0, 0.05, 80, 10, 0, 0.0, 4, ("v",), 1)
+    config = KernelConfig(0.0, 0.05, 80, 10, 0, 0.0, 4, ("v",), 1)
     wide = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 67, "cpu")
     default = _run_chunk(p, hhjax.Step(amps, 5.0), None, config, 67, "other")
     for x, y in zip(jax.tree_util.tree_leaves(wide), jax.tree_util.tree_leaves(default)):
@@ -217,19 +219,19 @@ def test_rates_held_in_carried_buffer_are_unchanged(dtype):
     # carried buffer (so XLA does not split them across threads); that must not touch a bit.
     import functools
 
-    from hhjax import _fast
+    from hhjax import _batch
 
     amps = jnp.linspace(0.0, 30.0, 67, dtype=dtype)
     p = hhjax.HHParams.neuron(temperature=10.0).astype(dtype)
-    config = (0.0, 0.05, 80, 10, 0, 0.0, 4, ("v", "m"), 1)
+    config = KernelConfig(0.0, 0.05, 80, 10, 0, 0.0, 4, ("v", "m"), 1)
 
     def run(hold_rates):
-        impl = functools.partial(_fast._run_chunk_impl, hold_rates=hold_rates)
+        impl = functools.partial(_batch._run_chunk_impl, hold_rates=hold_rates)
         return jax.jit(impl, static_argnums=(3, 4))(p, hhjax.Step(amps, 5.0), None, config, 67)
 
     held, plain = run(True), run(False)
     text = jax.jit(
-        functools.partial(_fast._run_chunk_impl, hold_rates=True), static_argnums=(3, 4)
+        functools.partial(_batch._run_chunk_impl, hold_rates=True), static_argnums=(3, 4)
     ).lower(p, hhjax.Step(amps, 5.0), None, config, 67).as_text()
     assert "dynamic_update_slice" in text  # the held path really was compiled
     for x, y in zip(jax.tree_util.tree_leaves(held), jax.tree_util.tree_leaves(plain)):
@@ -239,7 +241,7 @@ def test_rates_held_in_carried_buffer_are_unchanged(dtype):
 
 def _block_reference(p, amps, t1, dt, steps_per_block, max_spikes, threshold=0.0):
     """Counts, dropped and stored times by the kernel's block rules, from a plain step loop."""
-    from hhjax._fast import _crossing_fraction
+    from hhjax._spikes import _crossing_fraction
 
     state = jax.tree_util.tree_map(
         lambda x: jnp.broadcast_to(x, amps.shape), hhjax.rest_state(p)
@@ -299,7 +301,7 @@ def test_block_rules_with_groups_remainder_tail_overflow_and_drops():
 def test_crossing_fraction_follows_the_steps_exponential():
     # Pade form of s = ln a / ln b for v(s) = v_inf + (v0 - v_inf) exp(-rate s):
     # exact at both ends, within 0.031 of a step for rate <= 1, 0.11 for rate <= 2.
-    from hhjax._fast import _crossing_fraction
+    from hhjax._spikes import _crossing_fraction
 
     s = np.linspace(0.0, 1.0, 1001)
     for rate, tol in [(0.05, 1e-4), (0.5, 0.008), (1.0, 0.031), (2.0, 0.11)]:

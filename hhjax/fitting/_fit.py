@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._fast import _available_cores, _map_in_threads
-from .._params import HHParams
+from .._batch import _available_cores, _map_in_threads
 from .._simulate import SimulationError
+from ..models._hh import HHParams
 from ._free import DEFAULT_FREE, FreeParams
 from ._free import check_count as _count
 from ._free import check_real as _real

@@ -16,9 +16,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._params import HHParams
 from .._simulate import rest_state as _hh_rest_state
-from .._vector_field import vector_field as _hh_vector_field
+from ..models._hh import HHParams
+from ..models._hh import vector_field as _hh_vector_field
 from ._free import check_real
 
 __all__ = ["model_vector_field", "model_rest_state", "simulate_grid"]

@@ -23,8 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._params import HHParams
-from .._vector_field import gate_rates, gates_inf
+from ..models._hh import HHParams, gate_rates, gates_inf
 from ._free import check_count, check_real
 
 __all__ = ["LINEAR_FIELDS", "linear_estimate", "linear_system"]

@@ -1,14 +1,30 @@
-"""Membrane models beyond the classic squid axon: the Pospischil et al. (2008) cortical family.
+"""Membrane models as compositions of channels, all on the [`hhjax.AbstractModel`][] contract.
 
-Units: mV, ms, mS/cm², µF/cm², µA/cm²; membrane area in cm². Every model is an
-[`hhjax.AbstractModel`][], so [`hhjax.simulate`][] integrates it like `HHParams`.
+Units: mV, ms, mS/cm², µF/cm², µA/cm²; membrane area in cm².
+
+- `_channels`: the channels (leak, the 1952 squid-axon Na and K, the Traub–Miles Na and K_d,
+  M, Ca-L, Ca-T, h); each owns gates and reads its parameters from the model.
+- `_hh`: [`hhjax.HHParams`][] = HH Na + HH K + leak, with its fused fast step.
+- `_cortical`: [`Pospischil`][], the cortical family of Pospischil et al. (2008).
+- `_membrane`: [`Membrane`][], any composition of channels a user chooses.
+- `_stepper`, `_protocol`: fixed-grid integration and the step-protocol fitting preset
+  (loaded on first use).
+
+Every model is accepted by every hhjax entry point (`simulate`, `simulate_batch`,
+`spike_times_adaptive`, `rest_state`, `steady_state`, `currents`, `fi_curve`, `hhjax.plot`,
+`hhjax.fitting.fit`).
 """
+
+import importlib as _importlib
 
 from ._channels import AbstractChannel as AbstractChannel
 from ._channels import CaL as CaL
 from ._channels import CaT as CaT
 from ._channels import HCurrent as HCurrent
+from ._channels import HHPotassium as HHPotassium
+from ._channels import HHSodium as HHSodium
 from ._channels import KdTraub as KdTraub
+from ._channels import Leak as Leak
 from ._channels import MSlow as MSlow
 from ._channels import NaTraub as NaTraub
 from ._channels import traub_rates as traub_rates
@@ -17,22 +33,19 @@ from ._cortical import CorticalState as CorticalState
 from ._cortical import Pospischil as Pospischil
 from ._cortical import density_to_pa as density_to_pa
 from ._cortical import pa_to_density as pa_to_density
-from ._protocol import FREE as FREE
-from ._protocol import FitResult as FitResult
-from ._protocol import StepSweep as StepSweep
-from ._protocol import SweepFeatures as SweepFeatures
-from ._protocol import choose_training as choose_training
-from ._protocol import data_features as data_features
-from ._protocol import fit_steps as fit_steps
-from ._protocol import passive_start as passive_start
-from ._protocol import plot_steps as plot_steps
-from ._protocol import predict_steps as predict_steps
-from ._protocol import simulate_step as simulate_step
-from ._protocol import step_sweep as step_sweep
-from ._stepper import exp_euler_step as exp_euler_step
-from ._stepper import integrate as integrate
+from ._hh import HHParams as HHParams
+from ._hh import HHState as HHState
+from ._membrane import Membrane as Membrane
+from ._membrane import MembraneState as MembraneState
 
 __all__ = [
+    "HHParams",
+    "HHState",
+    "HHPotassium",
+    "HHSodium",
+    "Leak",
+    "Membrane",
+    "MembraneState",
     "FREE",
     "FitResult",
     "StepSweep",
@@ -61,3 +74,33 @@ __all__ = [
     "pa_to_density",
     "traub_rates",
 ]
+
+# The step-protocol preset imports the simulator, which imports the models: loaded on first use.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "FREE",
+            "FitResult",
+            "StepSweep",
+            "SweepFeatures",
+            "choose_training",
+            "data_features",
+            "fit_steps",
+            "passive_start",
+            "plot_steps",
+            "predict_steps",
+            "simulate_step",
+            "step_sweep",
+        ),
+        "._protocol",
+    ),
+    **dict.fromkeys(("exp_euler_step", "integrate"), "._stepper"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hhjax.models' has no attribute {name!r}")

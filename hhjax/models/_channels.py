@@ -1,16 +1,21 @@
-"""Ion channels of the Pospischil et al. (2008) cortical model family, one small Module each.
+"""Ion channels, one small Module each: the parts every hhjax membrane model is composed of.
 
 Units: mV, ms, mS/cm², µA/cm².
 
-A channel owns some gates of the shared [`CorticalState`][] and reads the parameters it needs
-(conductance, reversal, threshold shift) from the model it belongs to, so parameters shared by
-several channels (the threshold shift $V_T$ of Na and K_d, the K reversal $E_K$ of K_d and M) are
-one field. Every channel supplies, for the voltage $v$:
+A channel owns some gates of its model's state and reads the parameters it needs (conductance,
+reversal, threshold shift) from the model it belongs to, by name (listed in its `params`), so
+parameters shared by several channels (the threshold shift $V_T$ of Na and K_d, the K reversal
+$E_K$ of K_d and M) are one field. Every channel supplies, for the voltage $v$:
 
 - `inf_tau(model, v)`: `{gate: (x_inf, tau)}` for the gates it owns (tau in ms);
 - `conductance(model, v, state)`: `(g, e)`, the present conductance (mS/cm²) and reversal (mV),
   so the channel current is $g\\,(v - e)$ (µA/cm²) and all currents are linear in $v$ for frozen
-  gates (which the exponential-Euler stepper uses).
+  gates (which the exponential-Euler step uses).
+
+[`Leak`][] and the classic squid-axon channels [`HHSodium`][] and [`HHPotassium`][] (Hodgkin &
+Huxley 1952, with the $Q_{10} = 3$ temperature scaling of NEURON's hh.mod) are channels like the
+cortical ones: [`hhjax.HHParams`][] is their composition, and [`hhjax.models.Membrane`][]
+composes any set of them.
 
 Rates follow Pospischil et al. 2008, Biol Cybern 99:427, Table/Eqs. 1–9 (Traub & Miles 1991 for
 Na and K_d, with threshold shift $V_T$; Yamada et al. 1989 for the slow M current; Reuveni et
@@ -29,10 +34,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import _kinetics as K
 from .._kinetics import exp_safe, xexpm1
 
 __all__ = [
     "AbstractChannel",
+    "Leak",
+    "HHSodium",
+    "HHPotassium",
     "NaTraub",
     "KdTraub",
     "MSlow",
@@ -74,10 +83,15 @@ def _sigmoid(x):
 
 
 class AbstractChannel(eqx.Module):
-    """A membrane current: the gates it owns, their kinetics, and its conductance."""
+    """A membrane current: the gates it owns, their kinetics, and its conductance.
+
+    Class attributes: `gates` (names of the gates it owns), `name` (the current's name in
+    [`hhjax.AbstractModel.currents`][]) and `params` (the model fields it reads).
+    """
 
     gates: ClassVar[tuple[str, ...]] = ()
     name: ClassVar[str] = ""
+    params: ClassVar[tuple[str, ...]] = ()
 
     def inf_tau(self, model, v) -> dict:
         """`{gate: (x_inf, tau_ms)}` at voltage `v` (mV) for the gates this channel owns."""
@@ -93,11 +107,64 @@ class AbstractChannel(eqx.Module):
         return g * (v - e)
 
 
+class Leak(AbstractChannel):
+    r"""The leak: $I_L = g_L (v - E_L)$, no gates."""
+
+    name: ClassVar[str] = "l"
+    params: ClassVar[tuple[str, ...]] = ("g_l", "e_l")
+
+    def conductance(self, model, v, state):
+        return model.g_l, model.e_l
+
+
+def _hh_inf_tau(model, alpha, beta):
+    # x_inf = α/(α+β) and τ = 1/(φ(α+β)): the Q10 factor φ scales both rates.
+    phi = K.temperature_factor(model.temperature)
+    return K.gate_inf_tau(alpha, beta, phi)
+
+
+class HHSodium(AbstractChannel):
+    r"""The squid axon's Na current: $\bar g_{Na} m^3 h (v - E_{Na})$ (Hodgkin & Huxley 1952).
+
+    Rates from [`hhjax.kinetics`][] at $u = v - v_{ref}$, scaled by $3^{(T - 6.3)/10}$.
+    """
+
+    gates: ClassVar[tuple[str, ...]] = ("m", "h")
+    name: ClassVar[str] = "na"
+    params: ClassVar[tuple[str, ...]] = ("g_na", "e_na", "v_ref", "temperature")
+
+    def inf_tau(self, model, v):
+        u = v - model.v_ref
+        return dict(
+            m=_hh_inf_tau(model, K.alpha_m(u), K.beta_m(u)),
+            h=_hh_inf_tau(model, K.alpha_h(u), K.beta_h(u)),
+        )
+
+    def conductance(self, model, v, state):
+        return model.g_na * state.m**3 * state.h, model.e_na
+
+
+class HHPotassium(AbstractChannel):
+    r"""The squid axon's delayed-rectifier K current: $\bar g_K n^4 (v - E_K)$."""
+
+    gates: ClassVar[tuple[str, ...]] = ("n",)
+    name: ClassVar[str] = "k"
+    params: ClassVar[tuple[str, ...]] = ("g_k", "e_k", "v_ref", "temperature")
+
+    def inf_tau(self, model, v):
+        u = v - model.v_ref
+        return dict(n=_hh_inf_tau(model, K.alpha_n(u), K.beta_n(u)))
+
+    def conductance(self, model, v, state):
+        return model.g_k * state.n**4, model.e_k
+
+
 class NaTraub(AbstractChannel):
     r"""Fast Na: $I_{Na} = \bar g_{Na} m^3 h (v - E_{Na})$, Traub–Miles rates shifted by $V_T$."""
 
     gates: ClassVar[tuple[str, ...]] = ("m", "h")
     name: ClassVar[str] = "na"
+    params: ClassVar[tuple[str, ...]] = ("g_na", "e_na", "v_t")
 
     def inf_tau(self, model, v):
         r = traub_rates(v, model.v_t)
@@ -112,6 +179,7 @@ class KdTraub(AbstractChannel):
 
     gates: ClassVar[tuple[str, ...]] = ("n",)
     name: ClassVar[str] = "kd"
+    params: ClassVar[tuple[str, ...]] = ("g_kd", "e_k", "v_t")
 
     def inf_tau(self, model, v):
         r = traub_rates(v, model.v_t)
@@ -130,6 +198,7 @@ class MSlow(AbstractChannel):
 
     gates: ClassVar[tuple[str, ...]] = ("p",)
     name: ClassVar[str] = "m"
+    params: ClassVar[tuple[str, ...]] = ("g_m", "e_k", "tau_max")
 
     def inf_tau(self, model, v):
         x = v + 35.0
@@ -145,6 +214,7 @@ class CaL(AbstractChannel):
 
     gates: ClassVar[tuple[str, ...]] = ("q", "r")
     name: ClassVar[str] = "cal"
+    params: ClassVar[tuple[str, ...]] = ("g_cal", "e_ca")
 
     def inf_tau(self, model, v):
         alpha_q = _linoid(0.055, v + 27.0, 3.8)  # 0.055(-27-v)/(e^{(-27-v)/3.8}-1)
@@ -167,6 +237,7 @@ class CaT(AbstractChannel):
 
     gates: ClassVar[tuple[str, ...]] = ("u",)
     name: ClassVar[str] = "cat"
+    params: ClassVar[tuple[str, ...]] = ("g_cat", "e_ca", "v_x")
 
     def inf_tau(self, model, v):
         w = v + model.v_x
@@ -189,6 +260,7 @@ class HCurrent(AbstractChannel):
 
     gates: ClassVar[tuple[str, ...]] = ("w",)
     name: ClassVar[str] = "h"
+    params: ClassVar[tuple[str, ...]] = ("g_h", "e_h")
 
     def inf_tau(self, model, v):
         w_inf = _sigmoid(-(v + 75.0) / 5.5)

@@ -21,14 +21,13 @@ the free parameter and `c_m` stays at 1 µF/cm².
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .._checks import _check_batch_shapes, _check_finite, _check_real
 from .._model import AbstractModel
-from .._params import _check_batch_shapes, _check_finite, _check_real
-from ._channels import AbstractChannel, CaL, CaT, HCurrent, KdTraub, MSlow, NaTraub
+from ._channels import AbstractChannel, CaL, CaT, HCurrent, KdTraub, Leak, MSlow, NaTraub
 
 __all__ = ["CorticalState", "Pospischil", "GATES", "pa_to_density", "density_to_pa"]
 
@@ -242,77 +241,30 @@ class Pospischil(AbstractModel):
         values.update(overrides)
         return cls(**values)
 
-    # ------------------------------------------------------------------ the equations
+    # ------------------------------------------------------------------ the model contract
+    @property
+    def mechanisms(self) -> tuple:
+        """The [`Leak`][] followed by `channels`."""
+        return (_LEAK,) + self.channels
+
+    def make_state(self, v, gates: dict) -> CorticalState:
+        """A [`CorticalState`][]; gates of channels the model does not use are 0."""
+        zero = jnp.zeros_like(v)
+        return CorticalState(v, *(gates.get(g, zero) for g in GATES))
+
     def inf_tau(self, v) -> dict:
         """`{gate: (x_inf, tau_ms)}` at voltage `v` for every gate the channels own."""
         # Trial stages of adaptive solvers can visit absurd voltages; there exponentials in the
         # rates overflow to inf/inf = NaN and the controller never recovers. Rates are therefore
         # taken at v clipped to [-250, 250] mV, far outside any physiological state (the clip
         # has zero gradient only out there).
-        v = jnp.clip(v, -250.0, 250.0)
-        out = {}
-        for channel in self.channels:
-            out.update(channel.inf_tau(self, v))
-        return out
-
-    def conductances(self, state):
-        """`[(g, e), ...]`: leak first, then each channel's conductance (mS/cm²) and reversal."""
-        v = state.v
-        return [(self.g_l, self.e_l)] + [c.conductance(self, v, state) for c in self.channels]
-
-    def ionic_current(self, state) -> Array:
-        """Total membrane (ionic + leak) current density (µA/cm², outward positive)."""
-        return sum(g * (state.v - e) for g, e in self.conductances(state))
+        return super().inf_tau(jnp.clip(v, -250.0, 250.0))
 
     def channel_currents(self, state) -> dict:
-        """`{"leak": ..., channel.name: ...}` current densities (µA/cm²) at `state`."""
-        v = state.v
-        out = {"leak": self.g_l * (v - self.e_l)}
-        for c in self.channels:
-            out[c.name] = c.current(self, v, state)
-        return out
+        """`{"leak": ..., channel.name: ...}` current densities (µA/cm²) at `state` (the leak
+        is `"l"` in [`hhjax.AbstractModel.currents`][])."""
+        out = self.currents(state)
+        return {("leak" if k == "l" else k): x for k, x in out.items()}
 
-    def vector_field(self, t, y, stimulus):
-        """$dy/dt$ (mV/ms and 1/ms) at time `t` (ms) under `stimulus` (µA/cm²) or `None`."""
-        i_stim = 0.0 if stimulus is None else stimulus(t)
-        dv = (i_stim - self.ionic_current(y)) / self.c_m
-        rates = {}
-        for gate, (x_inf, tau) in self.inf_tau(y.v).items():
-            rates[gate] = (x_inf - getattr(y, gate)) / tau
-        zero = jnp.zeros_like(dv)
-        return CorticalState(dv, *(rates.get(g, zero) for g in GATES))
 
-    def steady_state(self, v) -> CorticalState:
-        """The state at voltage `v` (mV) with every owned gate at $x_\\infty(v)$, others 0."""
-        v = jnp.asarray(v, dtype=jnp.result_type(self.dtype, float))
-        inf = {g: x for g, (x, _) in self.inf_tau(v).items()}
-        zero = jnp.zeros_like(v)
-        return CorticalState(v, *(jnp.broadcast_to(inf.get(g, zero), v.shape) for g in GATES))
-
-    def steady_current(self, v) -> Array:
-        """Steady-state I–V relation: membrane current (µA/cm²) with gates at steady state."""
-        return self.ionic_current(self.steady_state(v))
-
-    def rest_state(self, i_hold=0.0, *, iterations: int = 40) -> CorticalState:
-        """The resting state under constant current `i_hold` (µA/cm²).
-
-        Damped Newton iteration on the steady-state I–V relation from $E_L$; differentiable
-        in the parameters. Models with several rest points (bistable) return the one Newton
-        reaches from $E_L$.
-        """
-        if self.batch_shape:
-            return jax.vmap(lambda m: m.rest_state(i_hold, iterations=iterations))(self.broadcast())
-        dtype = jnp.result_type(self.dtype, float)
-        f = lambda v: self.steady_current(v) - i_hold
-        df = jax.grad(f)
-
-        def newton(_, v):
-            return v - jnp.clip(f(v) / df(v), -5.0, 5.0)
-
-        v = jax.lax.fori_loop(0, iterations, newton, jnp.asarray(self.e_l, dtype))
-        return self.steady_state(v)
-
-    def broadcast(self):
-        """A copy with every parameter field broadcast to `batch_shape`."""
-        shape = self.batch_shape
-        return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape), self)
+_LEAK = Leak()

@@ -1,54 +1,36 @@
-"""A cheap fixed-step integrator for the cortical models: exponential Euler as a `lax.scan`.
+"""`integrate`: a voltage trace of one model on a fixed grid driven by a sampled current, as a
+`lax.scan` of the model's exponential-Euler step ([`hhjax.AbstractModel.exp_euler_step`][];
+`exp_euler_step` here is that step as a function).
 
-Units: mV, ms, µA/cm².
-
-One step of length $\\Delta t$ from state $y_k$ with injected current $I_k$ (held over the step):
-
-1. every gate exactly for the voltage frozen at $v_k$ (Rush–Larsen, NEURON's `cnexp`):
-   $x_{k+1} = x_\\infty + (x_k - x_\\infty) e^{-\\Delta t/\\tau_x}$, so gates stay in $[0, 1]$;
-2. the voltage exactly for the conductances frozen at the new gates: with $G = \\sum_c g_c$ and
-   $v_\\infty = (\\sum_c g_c E_c + I_k)/G$, $v_{k+1} = v_\\infty + (v_k - v_\\infty)
-   e^{-G\\Delta t/C_m}$ (unconditionally stable; exact for a passive membrane).
-
-First order in $\\Delta t$. It is what the fitting loops use (thousands of candidate cells,
-vmapped): at $\\Delta t = 0.025$ ms spike counts agree with a tight adaptive solve (see the
-tests); [`hhjax.simulate`][] with `diffrax.Tsit5` is the accurate reference.
+Units: mV, ms, µA/cm². The current sample `k` is held over the step $[k\\Delta t,
+(k+1)\\Delta t)$ (array-driven paths; [`hhjax.ExponentialEuler`][] and
+[`hhjax.simulate_batch`][] sample a stimulus function at each step's midpoint, which is the same
+value for a piecewise-constant current sampled on the grid).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ._cortical import GATES, CorticalState
+from .._solvers import exp_euler_step
 
 __all__ = ["exp_euler_step", "integrate"]
 
 
-def exp_euler_step(model, y: CorticalState, i_stim: ArrayLike, dt: float) -> CorticalState:
-    """One exponential-Euler step of length `dt` (ms) under constant `i_stim` (µA/cm²)."""
-    gates = {g: getattr(y, g) for g in GATES}
-    for gate, (x_inf, tau) in model.inf_tau(y.v).items():
-        gates[gate] = x_inf + (gates[gate] - x_inf) * jnp.exp(-dt / tau)
-    new = CorticalState(y.v, *(gates[g] for g in GATES))
-    pairs = model.conductances(new)
-    g_total = sum(g for g, _ in pairs)
-    v_inf = (sum(g * e for g, e in pairs) + i_stim) / g_total
-    v = v_inf + (y.v - v_inf) * jnp.exp(-g_total * dt / model.c_m)
-    return CorticalState(v, *(gates[g] for g in GATES))
-
-
 @eqx.filter_jit
 def integrate(
-    model, i_stim: ArrayLike, dt: float, y0: CorticalState | None = None, *, save_every: int = 1
+    model, i_stim: ArrayLike, dt: float, y0: Any = None, *, save_every: int = 1
 ) -> Array:
     """Integrate `model` (one cell) on a fixed grid and return the voltage trace (mV).
 
     **Arguments:**
 
-    - `model`: a [`Pospischil`][] with scalar fields (vmap for batches).
+    - `model`: any model with scalar fields (vmap for batches).
     - `i_stim`: injected current density (µA/cm²) per step, shape `(steps,)`; sample `k` is
       held on $[k\\Delta t, (k+1)\\Delta t)$.
     - `dt`: step (ms).
@@ -69,7 +51,7 @@ def integrate(
     chunks = i_stim.reshape(steps // save_every, save_every)
 
     def inner(y, i):
-        return exp_euler_step(model, y, i, dt), None
+        return model.exp_euler_step(y, i, dt), None
 
     def outer(y, chunk):
         y, _ = jax.lax.scan(inner, y, chunk)
