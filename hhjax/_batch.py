@@ -25,13 +25,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._checks import check_count
 from ._model import AbstractModel, _spike_threshold
 from ._simulate import _as_state, _model
 from ._spikes import _crossing_fraction
-from ._stimulus import AbstractStimulus, Step, as_stimulus
+from ._stimulus import AbstractStimulus, as_stimulus
 
 __all__ = ["BatchFeatures", "KernelConfig", "simulate_batch"]
 
@@ -60,14 +60,14 @@ class BatchFeatures(eqx.Module):
       warns when there is one. Always set by `simulate_batch` (`None` only by hand).
     """
 
-    spike_count: Array
-    spike_times: Array
-    rate: Array
+    spike_count: Int[Array, "*batch"]
+    spike_times: Float[Array, "*batch max_spikes"]
+    rate: Float[Array, "*batch"]
     final_state: Any
-    dropped: Array
-    record_ts: Array | None
+    dropped: Int[Array, "*batch"]
+    record_ts: Float[Array, " samples"] | None
     record: dict | None
-    ok: Array | None = None
+    ok: Bool[Array, "*batch"] | None = None
 
 
 # XLA:CPU splits a loop fusion across its intra-op thread pool when its cost model calls it
@@ -393,14 +393,7 @@ def simulate_batch(
         raise ValueError(f"`unroll` must be a positive int, got {unroll!r}.")
 
     dtype = jnp.result_type(params.dtype, float)
-    if stimulus is not None and not isinstance(stimulus, AbstractStimulus):
-        amplitude = jnp.asarray(stimulus)
-        if amplitude.ndim > 1:
-            raise ValueError(
-                f"An array `stimulus` must be 1-D (one per neuron), got {amplitude.shape}."
-            )
-        stimulus = Step(amplitude, start=-jnp.inf)
-    stimulus = as_stimulus(stimulus)
+    stimulus = as_stimulus(stimulus, per_neuron=True)
     if stimulus is not None:
         stimulus.check_span(t0, t1)
 
@@ -410,7 +403,7 @@ def simulate_batch(
         shapes.append(jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape)
     if y0 is not None:
         y0 = _as_state(y0, params)  # finite, gates in [0, 1]
-        shapes.append(jnp.broadcast_shapes(*(jnp.shape(x) for x in y0)))
+        shapes.append(jnp.broadcast_shapes(*(jnp.shape(x) for x in jax.tree_util.tree_leaves(y0))))
     batch_shape = jnp.broadcast_shapes(*shapes)
     size = int(np.prod(batch_shape, dtype=np.int64))
     flat = lambda x: jnp.broadcast_to(jnp.asarray(x), batch_shape).reshape(size)

@@ -159,3 +159,26 @@ def padded_length(n: int, per_octave: int = 8, minimum: int = 1) -> int:
     n = max(int(n), int(minimum))
     quantum = 2 ** max(0, (n - 1).bit_length() - per_octave.bit_length())
     return -(-n // quantum) * quantum
+
+
+def check_parameters(owner: str, values: dict, units: dict, nonnegative, positive) -> None:
+    """The construction checks of a model's parameters `{name: value}`: real (`TypeError`),
+    batch shapes that broadcast, and for concrete values finite, conductances (names in
+    `nonnegative`) >= 0 and names in `positive` > 0 (`ValueError` naming the field)."""
+    for name, value in values.items():
+        _check_real(owner, name, value)
+    _check_batch_shapes(owner, values)
+    for name, value in values.items():
+        unit = units.get(name, "")
+        value = _check_finite(owner, name, value, unit)
+        unit = f" {unit}" if unit else ""
+        if value is None:
+            continue
+        if name in nonnegative and np.any(value < 0):
+            raise ValueError(
+                f"{owner}.{name} is a conductance and must be >= 0{unit}, got {value!r}."
+            )
+        if name in positive and np.any(value <= 0):
+            raise ValueError(
+                f"{owner}.{name} must be > 0 {unit}, got {value!r}.".replace(" ,", ",")
+            )

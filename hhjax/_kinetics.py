@@ -107,6 +107,20 @@ def _xexpm1_from(x, em1, cutoff):
     return jnp.where(small, series, jnp.where(small, 1.0, x) / denominator)
 
 
+def series_cutoff(dtype) -> float:
+    """Below this |x|, [`xexpm1_from_exp`][] takes $x/(e^x - 1)$ from its series
+    $1 - x/2 + x^2/12 - x^4/720$, whose first neglected term $x^6/30240$ is below the dtype's
+    round-off there; above it, $e^x - 1$ formed from a product of exponentials loses at most
+    ~eps/|x|."""
+    return 0.3 if jnp.finfo(dtype).bits <= 32 else 0.01
+
+
+def xexpm1_from_exp(x, ex, cutoff):
+    """$x/(e^x - 1)$ given `ex` $= e^x$ (fused rates form it from shared exponentials), with
+    the series where $|x| <$ `cutoff` (see [`series_cutoff`][])."""
+    return _xexpm1_from(x, ex - 1.0, cutoff)
+
+
 def alpha_m(u: ArrayLike) -> Array:
     """Na activation opening rate (1/ms) at depolarisation `u` (mV) from the reference."""
     return 1.0 * xexpm1((25.0 - u) / 10.0)

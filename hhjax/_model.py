@@ -1,10 +1,12 @@
-"""The model interface that [`hhjax.simulate`][] integrates.
+"""The one model contract every hhjax path uses: [`AbstractModel`][].
 
 A model is an `equinox.Module` holding its parameters as array fields (scalars for one neuron,
-a leading batch axis for many). It supplies its right-hand side and its resting state; the
-simulator, the features and the fitting code need nothing else. [`hhjax.HHParams`][] is the
-classic HH model; other membranes (e.g. cortical models with extra channels) implement the same
-three methods.
+a leading batch axis for many) and a tuple of channels (`mechanisms`, leak included). From the
+channels' conductance pairs $(g, E)$ and gate kinetics $(x_\\infty, 1/\\tau)$ the contract
+derives the vector field, the steady and rest states (one rest solver, `_rest_voltage`), the
+named currents and one Rush–Larsen step; simulation, batches, spike detection, plots and the
+fitting code need nothing else. [`hhjax.HHParams`][], [`hhjax.models.Pospischil`][] and
+[`hhjax.models.Membrane`][] implement it.
 
 Units: mV, ms, µA/cm².
 """
@@ -36,7 +38,8 @@ class AbstractModel(eqx.Module):
     A subclass supplies four things:
 
     - `mechanisms`: the [`hhjax.models.AbstractChannel`][]s, leak included, whose
-      `inf_tau(model, v)` and `conductance(model, v, state)` read the model's fields;
+      `inf_rate(model, v)` (or `inf_tau`) and `conductance(model, v, state)` read the model's
+      fields;
     - `make_state(v, gates)`: its state PyTree from the voltage and a `{gate: value}` dict
       (any `equinox.Module` with a field `v` and one attribute per gate);
     - `c_m`: the specific capacitance (µF/cm²), a field;
@@ -70,12 +73,17 @@ class AbstractModel(eqx.Module):
         """Names of the gates, in the order of the channels that own them."""
         return tuple(g for c in self.mechanisms for g in c.gates)
 
-    def inf_tau(self, v) -> dict:
-        """`{gate: (x_inf, tau_ms)}` at voltage `v` (mV) for every gate of the model."""
+    def inf_rate(self, v) -> dict:
+        """`{gate: (x_inf, rate)}` at voltage `v` (mV) for every gate of the model: the steady
+        state and the relaxation rate $1/\\tau$ (1/ms), the form the step and the field use."""
         out = {}
         for channel in self.mechanisms:
-            out.update(channel.inf_tau(self, v))
+            out.update(channel.inf_rate(self, v))
         return out
+
+    def inf_tau(self, v) -> dict:
+        """`{gate: (x_inf, tau_ms)}` at voltage `v` (mV) for every gate of the model."""
+        return {g: (x, 1.0 / rate) for g, (x, rate) in self.inf_rate(v).items()}
 
     def conductances(self, state) -> dict:
         """`{channel name: (g, e)}`: present conductance (mS/cm²) and reversal (mV) of each
@@ -95,7 +103,8 @@ class AbstractModel(eqx.Module):
         `t -> µA/cm²`, or `None`)."""
         i_stim = 0.0 if stimulus is None else stimulus(t)
         dv = (i_stim - self.ionic_current(y)) / self.c_m
-        rates = {g: (x_inf - getattr(y, g)) / tau for g, (x_inf, tau) in self.inf_tau(y.v).items()}
+        kinetics = self.inf_rate(y.v).items()
+        rates = {g: (x_inf - getattr(y, g)) * rate for g, (x_inf, rate) in kinetics}
         return self.make_state(dv, rates)
 
     def _fast_vector_field(self, t, y, stimulus):
@@ -107,7 +116,7 @@ class AbstractModel(eqx.Module):
         """The state at voltage `v` (mV) with every gate at its steady state $x_\\infty(v)$
         (NEURON's `finitialize(v)`); usable as `y0`."""
         v = jnp.asarray(v, dtype=jnp.result_type(self.dtype, float))
-        inf = {g: jnp.broadcast_to(x, jnp.shape(v)) for g, (x, _) in self.inf_tau(v).items()}
+        inf = {g: jnp.broadcast_to(x, jnp.shape(v)) for g, (x, _) in self.inf_rate(v).items()}
         return self.make_state(v, inf)
 
     def steady_current(self, v):
@@ -151,8 +160,8 @@ class AbstractModel(eqx.Module):
         del hold
         dt, dt_over_c = constants
         gates = {g: getattr(y, g) for g in self.gate_names}
-        for gate, (x_inf, tau) in self.inf_tau(y.v).items():
-            gates[gate] = x_inf + (gates[gate] - x_inf) * jnp.exp(-dt / tau)
+        for gate, (x_inf, rate) in self.inf_rate(y.v).items():
+            gates[gate] = x_inf + (gates[gate] - x_inf) * jnp.exp(-dt * rate)
         new = self.make_state(y.v, gates)
         pairs = self.conductances(new).values()
         g_total = sum(g for g, _ in pairs)

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._checks import _concrete, check_count, padded_length
 from ._model import AbstractModel
@@ -75,11 +75,11 @@ class Trajectory(eqx.Module):
     - `num_steps`: accepted plus rejected solver steps taken.
     """
 
-    ts: Array
+    ts: Float[Array, "*batch times"]
     state: Any
-    i_stim: Array
+    i_stim: Float[Array, "*batch times"]
     result: RESULTS
-    num_steps: Array
+    num_steps: Int[Array, "*batch"]
 
     @property
     def v(self) -> Array:

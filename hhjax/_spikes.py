@@ -21,13 +21,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
-from jaxtyping import Array, ArrayLike
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._checks import check_count
 from ._model import AbstractModel, _spike_threshold
 from ._simulate import _adaptive_controller, _as_state, _cast_floats, _jump_times, _model
 from ._solvers import MembraneTerm
-from ._stimulus import AbstractStimulus, Step, as_stimulus
+from ._stimulus import AbstractStimulus, as_stimulus
 
 __all__ = ["AdaptiveSpikes", "spike_times_adaptive"]
 
@@ -66,11 +66,11 @@ class AdaptiveSpikes(eqx.Module):
     - `ok`: whether the solve succeeded.
     """
 
-    times: Array
-    count: Array
-    num_steps: Array
+    times: Float[Array, " max_spikes"]
+    count: Int[Array, ""]
+    num_steps: Int[Array, ""]
     final_state: Any
-    ok: Array
+    ok: Bool[Array, ""]
 
 
 def _signed_voltage(t, y, args, **kwargs):
@@ -208,8 +208,6 @@ def spike_times_adaptive(
     if max_steps is None:
         max_steps = max(10_000, int(50 * (t1 - t0)))
     max_steps = check_count("max_steps", max_steps)
-    if stimulus is not None and not isinstance(stimulus, AbstractStimulus):
-        stimulus = Step(jnp.asarray(stimulus), start=-jnp.inf)
     stimulus = as_stimulus(stimulus)
     dtype = jnp.result_type(params.dtype, float)
     if stimulus is not None:

@@ -352,19 +352,31 @@ class SumStimulus(AbstractStimulus):
             term.check_span(t0, t1)
 
 
-def as_stimulus(stimulus) -> AbstractStimulus | None:
-    """Accept `None`, a number (a constant current from t = -inf) or a stimulus."""
+def as_stimulus(stimulus, *, per_neuron: bool = False) -> AbstractStimulus | None:
+    """Accept `None`, a number (a constant current from t = -inf) or a stimulus; with
+    `per_neuron` also a 1-D array, one constant current per neuron of a batch.
+
+    The one stimulus convention of every path: a stimulus is a function of time sampled where
+    the solver asks for it (adaptive solvers at their stages, with its edges stepped on; the
+    exponential-Euler paths at each step's midpoint), and a constant is a step that was
+    always on."""
     if stimulus is None or isinstance(stimulus, AbstractStimulus):
         return stimulus
-    if isinstance(stimulus, (int, float)) or (
-        hasattr(stimulus, "shape") and np.ndim(stimulus) == 0
-    ):
+    array = hasattr(stimulus, "shape") or isinstance(stimulus, (list, tuple))
+    if isinstance(stimulus, (int, float)) or (array and np.ndim(stimulus) == 0):
         value = _concrete(stimulus)
         if value is not None and not np.isfinite(value):
             raise ValueError(
                 f"`stimulus`, a constant current, must be a finite number of µA/cm², got {value}."
             )
         return Step(stimulus, start=-jnp.inf)
+    if per_neuron and array:
+        amplitude = jnp.asarray(stimulus)
+        if amplitude.ndim > 1:
+            raise ValueError(
+                f"An array `stimulus` must be 1-D (one per neuron), got {amplitude.shape}."
+            )
+        return Step(amplitude, start=-jnp.inf)
     raise TypeError(
         f"`stimulus` must be an hhjax stimulus (Step, Pulses, Sampled, OUNoise, a sum of these), "
         f"a number in µA/cm², or None; got {type(stimulus).__name__}."

@@ -98,18 +98,6 @@ def _fmt_times(times) -> str:
 
 
 # ---------------------------------------------------------------------------- demo
-def _try_fitting():
-    """`hhjax.fitting` if it is importable, else the reason it is not."""
-    try:
-        from . import fitting
-    except ImportError as err:
-        return None, str(err)
-    missing = [name for name in ("fit", "Recording") if not hasattr(fitting, name)]
-    if missing:
-        return None, f"hhjax.fitting lacks {', '.join(missing)}"
-    return fitting, ""
-
-
 # The demo's f–I sweep: amplitudes 0–40 µA/cm², step length and onset transient left out (ms).
 FI_N, FI_DURATION, FI_DISCARD = 161, 500.0, 100.0
 FIT_FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
@@ -194,7 +182,9 @@ def run_demo(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UsageError(f"--out: cannot create {out}: {err}") from None
     dpi = args.dpi
-    fitting, why_not = (None, "--no-fit was given") if args.no_fit else _try_fitting()
+    fitting, why_not = None, "--no-fit was given"
+    if not args.no_fit:
+        from . import fitting
     steps = 5 + (fitting is not None) + (not args.quick)
     progress = _Progress(steps, quiet=args.quiet)
     if not args.quiet:
@@ -781,27 +771,8 @@ def _add_simulate(sub) -> None:
 
 
 def _add_fit(sub) -> None:
-    try:
-        from . import _cli_fit
-    except ImportError as err:
-        reason = str(err)
-        p = sub.add_parser(
-            "fit",
-            help="fit a recording (unavailable in this installation)",
-            description="Fit a model to a recording. Unavailable: " + reason,
-        )
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    from . import _cli_fit
 
-        def unavailable(args) -> int:
-            print(
-                "hhjax fit: error: the fit command is unavailable in this installation "
-                f"(hhjax._cli_fit could not be imported: {reason}).",
-                file=sys.stderr,
-            )
-            return 2
-
-        p.set_defaults(run=unavailable)
-        return
     _cli_fit.add_parser(sub)
 
 

@@ -1,6 +1,5 @@
 """The `hhjax` command line: demo, simulate, fit registration, help, exit codes."""
 
-import importlib.util
 import subprocess
 import sys
 import types
@@ -154,13 +153,6 @@ def test_help(command, capsys):
     assert text.startswith("usage: hhjax")
     if command == ["simulate"]:
         assert "--step AMP START STOP" in text and "--batch START STOP N" in text
-
-
-def test_fit_command_registered_or_reported_unavailable(capsys):
-    if importlib.util.find_spec("hhjax._cli_fit") is not None:
-        pytest.skip("hhjax._cli_fit exists; its own tests cover `hhjax fit`")
-    assert cli.main(["fit", "recording.abf"]) == 2
-    assert "fit command is unavailable" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():

@@ -107,7 +107,7 @@ def test_grid_solver_matches_adaptive_reference(trace):
 
 # ---------------------------------------------------------------------------- gradients
 def _loss_and_theta(noisy):
-    from hhjax.fitting._fit import _make_residual
+    from hhjax.fitting._core import _make_residual
 
     spec = hf.FreeParams.make(FREE, TRUE)
     data = [(noisy.v, noisy.i_inj, jnp.asarray(noisy.sigma))]
@@ -313,7 +313,7 @@ def test_fit_with_correlated_noise(trace):
 def test_linear_start_floors_a_negative_conductance(trace):
     # Coloured noise biases the linear estimate: here g_l comes out negative. The start puts
     # it at 1 % of the largest conductance estimate (g_na), not at the edge of validity.
-    from hhjax.fitting._fit import _linear_theta
+    from hhjax.fitting._core import _linear_theta
     from hhjax.fitting._free import FreeParams
 
     ts, v, i = trace

@@ -36,12 +36,11 @@ import optax
 from .._batch import _available_cores, _map_in_threads
 from .._simulate import SimulationError
 from ..models._hh import HHParams
+from ._core import _core, _core_jit, _schedule
 from ._free import DEFAULT_FREE, FreeParams
 from ._free import check_count as _count
 from ._free import check_real as _real
-from ._grid import model_rest_state, simulate_grid
-from ._linear import LINEAR_FIELDS, linear_estimate_arrays
-from ._lm import staged_levenberg_marquardt
+from ._linear import LINEAR_FIELDS
 from ._recording import Recording
 
 __all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS", "NOISE_MODELS"]
@@ -58,8 +57,6 @@ The first stage must be strong: at 30/ms the simulated voltage follows the data 
 gates see nearly the recorded voltage, and the fit is close to the linear current-balance
 problem, which has one minimum. Starting at 10/ms left 2 of 20 starts ×3 off the truth in a
 minimum with the leak conductance near zero and E_L far off (fitting/results/summary.md)."""
-NUDGE_STAGE_ITERS = 15
-"""LM iteration cap per nudging stage (a stage usually converges in 4–13)."""
 
 
 class Trace(eqx.Module):
@@ -168,148 +165,6 @@ def _as_recordings(recordings) -> list[Recording]:
     )
 
 
-def _initial_state(params, v, i, y0_mode):
-    if y0_mode == "rest":
-        return model_rest_state(params, i[0])
-    # "data": gates at steady state of the first recorded voltage.
-    method = getattr(params, "steady_state", None)
-    if callable(method):
-        return method(v[0])
-    from .._simulate import steady_state
-
-    return steady_state(params, v[0])
-
-
-def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
-    """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings; with
-    `nudged`, $(\\theta, k) \\mapsto$ the same with nudging strength $k$ (exactly the plain
-    residuals at $k = 0$)."""
-
-    def residual(theta, k=None):
-        p = spec.apply(theta, base)
-        out = []
-        for (v, i, sig), dt in zip(data, dts):
-            y0 = _initial_state(p, v, i, y0_mode)
-            if k is None:
-                vs = simulate_grid(p, i, dt, y0)
-            else:
-                vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=k)
-            out.append((vs - v) / sig)
-        return jnp.concatenate(out)
-
-    if nudged:
-        return lambda theta, k: residual(theta, k)
-    return lambda theta: residual(theta)
-
-
-_LEAK_FLOOR = 0.01
-"""A conductance the linear initialiser estimates at or below zero starts at this fraction of
-the largest estimated conductance (see `_linear_theta`)."""
-
-
-def _linear_theta(spec, base, data, dts, fallback_theta):
-    """The linear estimate in optimiser coordinates (free fields it cannot estimate keep
-    `fallback_theta`).
-
-    Unusable values: a non-positive conductance (a field `g_*` in log coordinates) starts at
-    `_LEAK_FLOOR` of the largest positive conductance estimate, not at the edge of validity:
-    from 1e-6 mS/cm² the optimiser never climbs back (12 e-folds from a typical leak in log
-    coordinates; the leak then runs away, g_l → 0 with E_L → 10⁵–10⁶ mV). Coloured noise
-    biases the estimate this way (fitting/README.md). Other non-positive log fields (C) and
-    non-finite values keep `fallback_theta`."""
-    names = tuple(n for n in spec.names if n in LINEAR_FIELDS)
-    est = linear_estimate_arrays(base, [(v, i, dt) for (v, i, _), dt in zip(data, dts)], names)
-    x = spec.values(est)
-    is_log = jnp.asarray([t == "log" for t in spec.transforms])
-    is_g = jnp.asarray([n.startswith("g_") for n in spec.names]) & is_log
-    ok = jnp.isfinite(x) & (~is_log | (x > 0))
-    floor = _LEAK_FLOOR * jnp.max(jnp.where(is_g & ok, x, 0.0))
-    x = jnp.where(is_g & ~ok & jnp.isfinite(x) & (floor > 0), floor, x)
-    ok = jnp.isfinite(x) & (~is_log | (x > 0))
-    theta = spec.to_theta(jnp.where(ok, x, 1.0))  # 1.0: a placeholder, replaced below
-    use = jnp.asarray([n in names for n in spec.names]) & ok & jnp.isfinite(theta)
-    return spec.clip(jnp.where(use, theta, fallback_theta))
-
-
-def _cost(residual, theta):
-    r = residual(theta)
-    c = jnp.sum(r * r)
-    return jnp.where(jnp.isfinite(c), c, jnp.inf)
-
-
-def _core(base, data, theta_guess, key, nudge_iters, redo_above, *, spec, dts, init, max_iter,
-          y0_mode, nudges, n_starts, spread, with_linear):
-    """The whole LM fit, traceable (jit/vmap): start, polish, residuals and Jacobian at the end.
-
-    `nudge_iters` (LM iterations per nudging stage) and `redo_above` (the mean squared
-    residual above which a fit is refitted with nudging; `inf` for never) are traced, so a
-    plain fit, its nudging refit and `init="nudge"` share one compiled program. Each
-    simulation code path appears once in the traced program (compilation, not running,
-    dominates a single fit's wall time).
-    """
-    residual = _make_residual(spec, base, data, dts, y0_mode)
-    nudged = _make_residual(spec, base, data, dts, y0_mode, nudged=True)
-    lo, hi = spec.theta_bounds()
-    lower = jnp.asarray(lo, theta_guess.dtype)
-    upper = jnp.asarray(hi, theta_guess.dtype)
-    ks = tuple(k for k in nudges if k > 0)
-
-    def lm(th, *, first=False, redo=True):
-        return staged_levenberg_marquardt(
-            nudged, th, max_iter=max_iter, nudges=ks, nudge_iters=nudge_iters[: len(ks)],
-            nudge_first=first, redo_above=redo_above if redo else None, lower=lower,
-            upper=upper,
-        )
-
-    if init == "linear" or (init == "auto" and with_linear):
-        start = _linear_theta(spec, base, data, dts, theta_guess)
-        if init == "auto":
-            costs = jax.vmap(lambda th: _cost(residual, th))(jnp.stack([theta_guess, start]))
-            start = jnp.where(costs[0] < costs[1], theta_guess, start)
-    elif init == "nudge":
-        return dict(lm(theta_guess, first=True, redo=False), start=theta_guess)
-    elif init == "multistart":
-        width = jnp.asarray(
-            [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], theta_guess.dtype
-        )
-        offsets = jax.random.uniform(key, (n_starts, len(spec)), theta_guess.dtype, -1.0, 1.0)
-        starts = spec.clip(theta_guess + offsets * width)
-        starts = starts.at[0].set(theta_guess)
-        if with_linear:
-            starts = starts.at[-1].set(_linear_theta(spec, base, data, dts, theta_guess))
-        runs = jax.vmap(lambda th: lm(th, redo=False))(starts)
-        final = runs["hist"][jnp.arange(n_starts), runs["n_iter"]]
-        best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf))
-        return dict(jax.tree_util.tree_map(lambda a: a[best], runs), start=starts[best])
-    else:  # "guess" (and "auto" without a linear estimate)
-        start = theta_guess
-        if init == "guess":
-            # A guess the sample-grid solver cannot simulate (e.g. g_na/C so large that RK4 at
-            # the sampling interval is unstable) gives the LM nothing to work with: then screen
-            # `n_starts` draws within ×`spread` of the guess (one vmapped forward solve each)
-            # and start from the lowest finite loss.
-            def screen(th):
-                width = jnp.asarray(
-                    [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], th.dtype
-                )
-                offsets = jax.random.uniform(key, (n_starts, len(spec)), th.dtype, -1.0, 1.0)
-                cands = spec.clip(th + offsets * width).at[0].set(th)
-                costs = jax.vmap(lambda c: _cost(residual, c))(cands)
-                return cands[jnp.argmin(costs)]
-
-            ok = jnp.isfinite(_cost(residual, theta_guess))
-            start = jax.lax.cond(ok, lambda th: th, screen, theta_guess)
-    return dict(lm(start), start=start)
-
-
-def _schedule(nudges, fallback: bool, threshold: float, dtype):
-    """The traced schedule arguments of `_core`: iterations per nudging stage and the refit
-    threshold (`inf` disables the refit)."""
-    n = max(1, sum(1 for k in nudges if k > 0))
-    iters = jnp.full((n,), NUDGE_STAGE_ITERS, jnp.int32)
-    return iters, jnp.asarray(float(threshold) if fallback else np.inf, dtype)
-
-
 def _history(out, n_res):
     """Loss history (mean squared residual per iteration) of a `_core` result; after a
     nudging refit that was kept, the first run's history followed by the refit's."""
@@ -319,9 +174,6 @@ def _history(out, n_res):
         n1 = int(out["n_iter_first"])
         hist = np.concatenate([2.0 * np.asarray(out["hist_first"])[: n1 + 1] / n_res, hist])
     return hist
-
-
-_core_jit = eqx.filter_jit(_core)
 
 
 def _ar1_coefficient(x):
@@ -721,7 +573,7 @@ def fit(
         raise ValueError(
             f"`init='linear'` needs an HHParams model and one of {LINEAR_FIELDS} free."
         )
-    dtype = jnp.result_type(params0.dtype if hasattr(params0, "dtype") else float, float)
+    dtype = jnp.result_type(params0.dtype, float)
     data = [
         (r.v.astype(dtype), r.i_inj.astype(dtype), jnp.asarray(r.sigma, dtype)) for r in recs
     ]
@@ -833,7 +685,7 @@ def fit_batch(
             "fit_batch: all recordings must have the same number of samples and `dt`; got "
             f"lengths {sorted(lengths)} and dt {sorted(dts)} ms. Fit them separately."
         )
-    batched = bool(params0.batch_shape) if hasattr(params0, "batch_shape") else False
+    batched = bool(params0.batch_shape)
     first = params0[0] if batched else params0
     spec = FreeParams.make(free, first, transforms, bounds)
     _check_start(spec, params0)

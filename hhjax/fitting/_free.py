@@ -64,7 +64,7 @@ class FreeParams:
             raise ValueError("`free` must name at least one field to fit.")
         if len(set(names)) != len(names):
             raise ValueError(f"`free` lists a field twice: {names}.")
-        fields = [f.name for f in dataclasses.fields(model)]
+        fields = list(model.field_names)
         for name in names:
             if name not in fields:
                 raise ValueError(

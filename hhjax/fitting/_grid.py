@@ -16,30 +16,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._simulate import rest_state as _hh_rest_state
-from ..models._hh import HHParams
-from ..models._hh import vector_field as _hh_vector_field
 from ._free import check_real
 
-__all__ = ["model_vector_field", "model_rest_state", "simulate_grid"]
-
-
-def model_vector_field(params, t, y, stimulus):
-    """The right-hand side of `params`' model: its own `vector_field` method, or HH's."""
-    method = getattr(params, "vector_field", None)
-    if callable(method):
-        return method(t, y, stimulus)
-    return _hh_vector_field(t, y, (params, stimulus))
-
-
-def model_rest_state(params, i_hold=0.0):
-    """The resting state of `params`' model under a holding current (µA/cm²)."""
-    method = getattr(params, "rest_state", None)
-    if callable(method):
-        return method(i_hold)
-    if isinstance(params, HHParams):
-        return _hh_rest_state(params, i_hold)
-    raise TypeError(f"Cannot find the resting state of a {type(params).__name__}.")
+__all__ = ["simulate_grid"]
 
 
 def _axpy(y, a, x):
@@ -68,7 +47,7 @@ def simulate_grid(params, i_inj, dt, y0, *, v_obs=None, nudge=0.0, full=False):
     `full`, the state PyTree with a leading time axis.
     """
     dt = check_real("dt", dt, above=0.0)  # a Python float (static under jit)
-    f = lambda y, i: model_vector_field(params, 0.0, y, lambda t: i)
+    f = lambda y, i: params.vector_field(0.0, y, lambda t: i)
     if v_obs is not None:
         # Nudging by splitting: after each RK4 step of the model, relax v exactly towards the
         # recorded value, v <- v_obs + (v - v_obs) e^{-k dt}. Unlike adding k (v_obs - v) to

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._fit import _core_jit, _make_residual, _schedule
+from ._core import _core_jit, _make_residual, _schedule
 from ._lm import residuals_and_jacobian
 
 __all__ = ["optax_loop", "default_optimizer", "CheckpointError", "check_checkpoint_path"]

@@ -38,43 +38,6 @@ from ._hh import HHState as HHState
 from ._membrane import Membrane as Membrane
 from ._membrane import MembraneState as MembraneState
 
-__all__ = [
-    "HHParams",
-    "HHState",
-    "HHPotassium",
-    "HHSodium",
-    "Leak",
-    "Membrane",
-    "MembraneState",
-    "FREE",
-    "FitResult",
-    "StepSweep",
-    "SweepFeatures",
-    "choose_training",
-    "data_features",
-    "fit_steps",
-    "passive_start",
-    "plot_steps",
-    "predict_steps",
-    "simulate_step",
-    "step_sweep",
-    "AbstractChannel",
-    "CaL",
-    "CaT",
-    "CorticalState",
-    "GATES",
-    "HCurrent",
-    "KdTraub",
-    "MSlow",
-    "NaTraub",
-    "Pospischil",
-    "density_to_pa",
-    "exp_euler_step",
-    "integrate",
-    "pa_to_density",
-    "traub_rates",
-]
-
 # The step-protocol preset imports the simulator, which imports the models: loaded on first use.
 _LAZY = {
     **dict.fromkeys(
@@ -96,6 +59,31 @@ _LAZY = {
     ),
     **dict.fromkeys(("exp_euler_step", "integrate"), "._stepper"),
 }
+
+
+__all__ = [
+    "AbstractChannel",
+    "CaL",
+    "CaT",
+    "CorticalState",
+    "GATES",
+    "HCurrent",
+    "HHParams",
+    "HHPotassium",
+    "HHSodium",
+    "HHState",
+    "KdTraub",
+    "Leak",
+    "MSlow",
+    "Membrane",
+    "MembraneState",
+    "NaTraub",
+    "Pospischil",
+    "density_to_pa",
+    "pa_to_density",
+    "traub_rates",
+    *_LAZY,
+]
 
 
 def __getattr__(name):

@@ -25,9 +25,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .._checks import _check_batch_shapes, _check_finite, _check_real
+from .._checks import check_parameters
 from .._model import AbstractModel
-from ._channels import AbstractChannel, CaL, CaT, HCurrent, KdTraub, Leak, MSlow, NaTraub
+from ._channels import (
+    AbstractChannel,
+    CaL,
+    CaT,
+    HCurrent,
+    KdTraub,
+    Leak,
+    MSlow,
+    NaTraub,
+    check_channels,
+)
 
 __all__ = ["CorticalState", "Pospischil", "GATES", "pa_to_density", "density_to_pa"]
 
@@ -132,27 +142,9 @@ class Pospischil(AbstractModel):
     )
 
     def __check_init__(self):
-        for channel in self.channels:
-            if not isinstance(channel, AbstractChannel):
-                hint = " (a class: add `()`)" if isinstance(channel, type) else ""
-                raise TypeError(
-                    "Pospischil: every entry of `channels` must be a channel instance such as "
-                    f"NaTraub(), got {channel!r}{hint}."
-                )
-        owned = [g for c in self.channels for g in c.gates]
-        if len(owned) != len(set(owned)):
-            raise ValueError(f"Pospischil: two channels own the same gate: {owned}.")
-        for name in self.field_names:
-            _check_real("Pospischil", name, getattr(self, name))
-        _check_batch_shapes("Pospischil", {n: getattr(self, n) for n in self.field_names})
-        for name in self.field_names:
-            value = _check_finite("Pospischil", name, getattr(self, name), _UNITS[name])
-            if value is None:
-                continue
-            if name in _NONNEGATIVE and np.any(value < 0):
-                raise ValueError(f"Pospischil.{name} must be >= 0 mS/cm², got {value!r}.")
-            if name in _POSITIVE and np.any(value <= 0):
-                raise ValueError(f"Pospischil.{name} must be > 0 {_UNITS[name]}, got {value!r}.")
+        check_channels("Pospischil", self.channels)
+        values = {n: getattr(self, n) for n in self.field_names}
+        check_parameters("Pospischil", values, _UNITS, _NONNEGATIVE, _POSITIVE)
 
     def replace(self, **changes):
         """A copy with some fields replaced (values are converted to arrays); keeps `channels`."""
@@ -252,13 +244,13 @@ class Pospischil(AbstractModel):
         zero = jnp.zeros_like(v)
         return CorticalState(v, *(gates.get(g, zero) for g in GATES))
 
-    def inf_tau(self, v) -> dict:
-        """`{gate: (x_inf, tau_ms)}` at voltage `v` for every gate the channels own."""
+    def inf_rate(self, v) -> dict:
+        """`{gate: (x_inf, 1/tau)}` at voltage `v` for every gate the channels own."""
         # Trial stages of adaptive solvers can visit absurd voltages; there exponentials in the
         # rates overflow to inf/inf = NaN and the controller never recovers. Rates are therefore
         # taken at v clipped to [-250, 250] mV, far outside any physiological state (the clip
         # has zero gradient only out there).
-        return super().inf_tau(jnp.clip(v, -250.0, 250.0))
+        return super().inf_rate(jnp.clip(v, -250.0, 250.0))
 
     def channel_currents(self, state) -> dict:
         """`{"leak": ..., channel.name: ...}` current densities (µA/cm²) at `state` (the leak

@@ -30,7 +30,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .. import _kinetics as K
-from .._checks import _check_batch_shapes, _check_finite, _check_real, _concrete, _describe_bad
+from .._checks import _concrete, _describe_bad, check_parameters
 from .._model import AbstractModel
 from ._channels import HHPotassium, HHSodium, Leak
 
@@ -148,19 +148,8 @@ class HHParams(AbstractModel):
     v_ref: Array = eqx.field(converter=jnp.asarray, default=-65.0)
 
     def __check_init__(self):
-        for name in FIELDS:
-            _check_real("HHParams", name, getattr(self, name))
-        _check_batch_shapes("HHParams", {name: getattr(self, name) for name in FIELDS})
-        for name in FIELDS:
-            value = _check_finite("HHParams", name, getattr(self, name), _UNITS[name])
-            if value is None:
-                continue
-            if name in _NONNEGATIVE and np.any(value < 0):
-                raise ValueError(
-                    f"HHParams.{name} is a conductance and must be >= 0 mS/cm², got {value!r}."
-                )
-            if name in _POSITIVE and np.any(value <= 0):
-                raise ValueError(f"HHParams.c_m must be > 0 µF/cm², got {value!r}.")
+        values = {name: getattr(self, name) for name in FIELDS}
+        check_parameters("HHParams", values, _UNITS, _NONNEGATIVE, _POSITIVE)
         _check_temperature("HHParams", self.temperature)
 
     # ------------------------------------------------------------------ presets
@@ -323,18 +312,6 @@ def _derivative(t, y: HHState, params: HHParams, stimulus, rates) -> HHState:
 
 
 # ---------------------------------------------------------------------------- fused fast rates
-def _series_cutoff(dtype) -> float:
-    # Below |x| < cutoff, x/(e^x - 1) comes from its series 1 - x/2 + x²/12 - x⁴/720, whose first
-    # neglected term x⁶/30240 is below the dtype's round-off there; above it the difference
-    # e^x - 1 of a product of exponentials loses at most ~eps/|x|, also below round-off-ish.
-    return 0.3 if jnp.finfo(dtype).bits <= 32 else 0.01
-
-
-def _xexpm1(x, ex, cutoff):
-    """$x/(e^x - 1)$ given `ex` = $e^x$ (see `hhjax.kinetics._xexpm1_from`)."""
-    return K._xexpm1_from(x, ex - 1.0, cutoff)
-
-
 def fast_rates(params: HHParams, v: ArrayLike, phi: ArrayLike | None = None):
     """Temperature-scaled $(\\alpha, \\beta)$ pairs (1/ms) for m, h, n from two exponentials.
 
@@ -354,7 +331,7 @@ def fast_rates(params: HHParams, v: ArrayLike, phi: ArrayLike | None = None):
 def _fast_rates(params, v, phi=None, hold=None):
     """[`fast_rates`][]; `hold(am, an)`, if given, passes the two guarded rates through."""
     v = jnp.asarray(v)
-    cutoff = _series_cutoff(v.dtype)
+    cutoff = K.series_cutoff(v.dtype)
     u = v - params.v_ref
     if phi is None:
         phi = _phi(params)
@@ -367,8 +344,8 @@ def _fast_rates(params, v, phi=None, hold=None):
     e10 = e20 * e20
     x_m = (25.0 - u) * 0.1
     x_n = (10.0 - u) * 0.1
-    am = _xexpm1(x_m, math.exp(2.5) * e10, cutoff)
-    an = 0.1 * _xexpm1(x_n, math.e * e10, cutoff)
+    am = K.xexpm1_from_exp(x_m, math.exp(2.5) * e10, cutoff)
+    an = 0.1 * K.xexpm1_from_exp(x_n, math.e * e10, cutoff)
     if hold is not None:
         am, an = hold(am, an)
     bm = 4.0 * e18

@@ -24,12 +24,11 @@ from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array
 
-from .._checks import _check_batch_shapes, _check_finite, _check_real
+from .._checks import check_parameters
 from .._model import AbstractModel
-from ._channels import AbstractChannel
+from ._channels import AbstractChannel, check_channels
 
 __all__ = ["Membrane", "MembraneState"]
 
@@ -71,18 +70,9 @@ class Membrane(AbstractModel):
         self.params = {str(k): jnp.asarray(v) for k, v in dict(params).items()}
 
     def __check_init__(self):
-        for channel in self.channels:
-            if not isinstance(channel, AbstractChannel):
-                hint = " (a class: add `()`)" if isinstance(channel, type) else ""
-                raise TypeError(
-                    "Membrane: every entry of `channels` must be a channel instance such as "
-                    f"hhjax.models.Leak(), got {channel!r}{hint}."
-                )
+        check_channels("Membrane", self.channels)
         if not self.channels:
             raise ValueError("Membrane: `channels` is empty; give at least a Leak().")
-        owned = [g for c in self.channels for g in c.gates]
-        if len(owned) != len(set(owned)):
-            raise ValueError(f"Membrane: two channels own the same gate: {owned}.")
         needed = {"c_m": "the membrane"}
         for channel in self.channels:
             for name in channel.params:
@@ -90,19 +80,11 @@ class Membrane(AbstractModel):
         missing = [f"{n} (read by {who})" for n, who in needed.items() if n not in self.params]
         if missing:
             raise ValueError(f"Membrane: `params` lacks {', '.join(missing)}.")
-        for name, value in self.params.items():
-            _check_real("Membrane", name, value)
-        _check_batch_shapes("Membrane", self.params)
-        for name, value in self.params.items():
-            value = _check_finite("Membrane", name, value, "")
-            if value is None:
-                continue
-            if name.startswith("g_") and np.any(value < 0):
-                raise ValueError(
-                    f"Membrane.{name} is a conductance and must be >= 0 mS/cm², got {value!r}."
-                )
-            if (name in ("c_m", "area") or name.startswith("tau_")) and np.any(value <= 0):
-                raise ValueError(f"Membrane.{name} must be > 0, got {value!r}.")
+        names = tuple(self.params)
+        nonnegative = {n for n in names if n.startswith("g_")}
+        positive = {n for n in names if n in ("c_m", "area") or n.startswith("tau_")}
+        units = {n: "mS/cm²" for n in nonnegative} | {"c_m": "µF/cm²", "area": "cm²"}
+        check_parameters("Membrane", self.params, units, nonnegative, positive)
 
     def __getattr__(self, name):
         if name.startswith("__") or name in ("params", "channels"):
