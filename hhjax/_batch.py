@@ -136,7 +136,7 @@ def _chunk_kernel(params, stimulus, y0, zero, config: KernelConfig):
         # Within a block at most one crossing per neuron is stored (spikes are ms apart). Its
         # time is formed in the step itself (one division, see `_crossing_fraction`), so the
         # loop carries one extra array for it instead of the step's data.
-        held = () if zero is None else (jnp.zeros((size + 1,), dtype),) * 2
+        held = () if zero is None else (jnp.zeros((size + 1,), dtype),) * params._n_held
         init = (state, jnp.zeros((size,), jnp.int32), jnp.full((size,), jnp.nan, dtype), held)
 
         def step(carry, j):
@@ -145,10 +145,10 @@ def _chunk_kernel(params, stimulus, y0, zero, config: KernelConfig):
             i_stim = current(t_k + 0.5 * dt_)
             v0 = state.v
 
-            def hold(am, an):
+            def hold(*xs):
                 nonlocal held
-                held = (_keep_whole(held[0], am, zero), _keep_whole(held[1], an, zero))
-                return _read_whole(held[0], size, zero), _read_whole(held[1], size, zero)
+                held = tuple(_keep_whole(b, x, zero) for b, x in zip(held, xs, strict=True))
+                return tuple(_read_whole(b, size, zero) for b in held)
 
             new, v_inf = params._exp_euler_step(
                 state, i_stim, constants, None if zero is None else hold

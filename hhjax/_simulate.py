@@ -364,9 +364,24 @@ def _stable_step(params, y, stimulus, t0, dtype):
     return jnp.where(jnp.isfinite(step) & (radius > 0), step, DEFAULT_DTMAX).astype(dtype)
 
 
+class SolveConfig(eqx.Module):
+    """How `simulate` solves (static under `jit`): the Diffrax solver, the first step `dt0`
+    (ms; fixed-step solvers), tolerances, the step budget, whether a failure raises inside the
+    compiled solve (traced inputs only), and the adjoint."""
+
+    solver: diffrax.AbstractSolver
+    dt0: float | None
+    rtol: float
+    atol: float
+    max_steps: int
+    throw: bool
+    adjoint: diffrax.AbstractAdjoint
+
+
 @eqx.filter_jit
-def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config):
-    solver, dt0, rtol, atol, max_steps, throw, adjoint = config
+def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config: SolveConfig):
+    solver, dt0, rtol, atol = config.solver, config.dt0, config.rtol, config.atol
+    max_steps, throw, adjoint = config.max_steps, config.throw, config.adjoint
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     # The stimulus follows the parameters' dtype, so float32 solves stay float32 under x64.
@@ -552,14 +567,8 @@ def simulate(
         # Found eagerly so that a membrane with no rest (all conductances 0) is named here,
         # instead of surfacing as a NaN state that stalls the step-size controller.
         y0 = _checked_rest_state(params)
-    config = (
-        solver,
-        dt0,
-        float(rtol),
-        float(atol),
-        int(max_steps),
-        bool(throw and traced),
-        adjoint,
+    config = SolveConfig(
+        solver, dt0, float(rtol), float(atol), int(max_steps), bool(throw and traced), adjoint
     )
     n_save = len(save_ts)
     # The compiled solve is keyed on its save grid's shape; padding the grid (with copies of

@@ -81,9 +81,24 @@ def _signed_voltage(t, y, args, **kwargs):
     return (args[0] * (y.v - args[1])).astype(jnp.result_type(float))
 
 
+class _AdaptiveConfig(eqx.Module):
+    """The span (ms), the Diffrax solver and its tolerances, the threshold (mV; may be traced),
+    the spike buffer size and the step budget of one `spike_times_adaptive` call."""
+
+    t0: float
+    t1: float
+    solver: diffrax.AbstractAdaptiveSolver
+    rtol: float
+    atol: float
+    threshold: Any
+    max_spikes: int
+    max_steps: int
+
+
 @eqx.filter_jit
-def _adaptive_spikes(params, stimulus, y0, jumps, config):
-    t0, t1, solver, rtol, atol, threshold, max_spikes, max_steps = config
+def _adaptive_spikes(params, stimulus, y0, jumps, config: _AdaptiveConfig):
+    t0, t1, solver, rtol, atol = config.t0, config.t1, config.solver, config.rtol, config.atol
+    threshold, max_spikes, max_steps = config.threshold, config.max_spikes, config.max_steps
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     if y0 is None:
@@ -217,6 +232,8 @@ def spike_times_adaptive(
     if y0 is not None:
         y0 = _as_state(y0, params)  # finite, gates in [0, 1]
     threshold = _spike_threshold("spike_times_adaptive", params, threshold)  # may be traced
-    config = (t0, t1, solver, float(rtol), float(atol), threshold, max_spikes, max_steps)
+    config = _AdaptiveConfig(
+        t0, t1, solver, float(rtol), float(atol), threshold, max_spikes, max_steps
+    )
     return _adaptive_spikes(params, stimulus, y0, jumps, config)
 

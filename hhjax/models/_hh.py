@@ -209,6 +209,9 @@ class HHParams(AbstractModel):
         # round-off): the 1 s adaptive benchmark solve took 24.7 instead of 26.6 ms.
         return _derivative(t, y, self, stimulus, fast_rates(self, y.v))
 
+    # The fused step passes its two guarded rates, α_m and α_n, through `hold`.
+    _n_held = 2
+
     def _step_constants(self, dt):
         # x_inf = a/(a+b) does not depend on phi, so phi only scales the decay rate: the pow
         # and 1/C_m leave the time loop.
