@@ -54,6 +54,11 @@ def batch_table(data) -> list[str]:
             for peer in ("jaxley_f32", "neuron", "brian2_cython"):
                 if base.get(peer):
                     ratios.append(f"{ours} / {peer} = {base[ours] / base[peer]:.1f}×")
+    if base.get("hhjax_cortical_f32_1dev") and base.get("hhjax_f32_1dev"):
+        ratios.append(
+            "HH / Pospischil RS per neuron-step (both hhjax float32, one device) = "
+            f"{base['hhjax_f32_1dev'] / base['hhjax_cortical_f32_1dev']:.2f}"
+        )
     if ratios:
         out += ["", "Ratios (same run): " + "; ".join(ratios) + "."]
     return out
