@@ -139,7 +139,7 @@ def summarise(rows, condition):
 def truth_jacobian(ts, v, i_inj):
     """The fit's residual function at the truth: its Jacobian (samples × free, in the fit's
     coordinates), its value there (the discretisation residual) and the `FreeParams`."""
-    from hhjax.fitting._fit import _make_residual
+    from hhjax.fitting._core import _make_residual
     from hhjax.fitting._free import FreeParams
 
     spec = FreeParams.make(FREE, TRUTH_P, None, None)

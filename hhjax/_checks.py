@@ -179,6 +179,4 @@ def check_parameters(owner: str, values: dict, units: dict, nonnegative, positiv
                 f"{owner}.{name} is a conductance and must be >= 0{unit}, got {value!r}."
             )
         if name in positive and np.any(value <= 0):
-            raise ValueError(
-                f"{owner}.{name} must be > 0 {unit}, got {value!r}.".replace(" ,", ",")
-            )
+            raise ValueError(f"{owner}.{name} must be > 0{unit}, got {value!r}.")

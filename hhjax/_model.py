@@ -25,6 +25,8 @@ from ._checks import _concrete
 
 __all__ = ["AbstractModel"]
 
+_REST_ITERATIONS = 40  # safeguarded Newton steps of the rest-state solve
+
 
 class AbstractModel(eqx.Module):
     """Base class of every membrane model: the one contract every hhjax path uses.
@@ -47,7 +49,7 @@ class AbstractModel(eqx.Module):
 
     Everything else is generic and may be overridden by a faster fused implementation of the
     same equations (as [`hhjax.HHParams`][] does for its vector field and its step):
-    [`vector_field`][], [`steady_state`][], [`rest_state`][], [`conductances`][],
+    [`vector_field`][], [`steady_state`][], [`rest_state`][], [`channel_conductances`][],
     [`currents`][], [`exp_euler_step`][] (one Rush–Larsen step, used by
     [`hhjax.ExponentialEuler`][], [`hhjax.simulate_batch`][] and the fitting code).
     """
@@ -85,14 +87,20 @@ class AbstractModel(eqx.Module):
         """`{gate: (x_inf, tau_ms)}` at voltage `v` (mV) for every gate of the model."""
         return {g: (x, 1.0 / rate) for g, (x, rate) in self.inf_rate(v).items()}
 
-    def conductances(self, state) -> dict:
+    def channel_conductances(self, state) -> dict:
         """`{channel name: (g, e)}`: present conductance (mS/cm²) and reversal (mV) of each
         channel at `state`; every current is $g\\,(v - e)$, linear in $v$ for frozen gates."""
         return {c.name: c.conductance(self, state.v, state) for c in self.mechanisms}
 
+    def conductances(self, state) -> list:
+        """`[(g, e), ...]`: the pairs of [`channel_conductances`][] in channel order, leak
+        first for the cortical models (their long-standing list form)."""
+        return list(self.channel_conductances(state).values())
+
     def currents(self, state) -> dict:
         """`{channel name: current}` densities (µA/cm², outward positive) at `state`."""
-        return {name: g * (state.v - e) for name, (g, e) in self.conductances(state).items()}
+        pairs = self.channel_conductances(state).items()
+        return {name: g * (state.v - e) for name, (g, e) in pairs}
 
     def ionic_current(self, state):
         """Total membrane current density (µA/cm², outward positive) at `state`."""
@@ -123,23 +131,28 @@ class AbstractModel(eqx.Module):
         """Steady-state I–V relation: membrane current (µA/cm²) with gates at steady state."""
         return self.ionic_current(self.steady_state(v))
 
-    def rest_state(self, i_hold=0.0):
+    def rest_state(self, i_hold=0.0, *, iterations: int = _REST_ITERATIONS):
         """The state with $dy/dt = 0$ under constant current `i_hold` (µA/cm²).
 
-        Damped Newton iteration on the steady-state I–V relation from `rest_guess` (steps
-        clipped to 10 mV, 40 iterations), then one implicit-function step, so the derivative
-        with respect to the parameters is exact, $-\\partial_\\theta I / \\partial_v I$, and
-        costs one evaluation instead of a pass through every iteration. Batched models are
-        vmapped. A membrane with several rest points returns the one Newton reaches from
-        `rest_guess`; one with none (all conductances 0) gives NaN.
+        The rest voltage is a root of the steady-state I–V relation $I_\\infty(v) = $
+        `i_hold`: the stable root (current increasing through it) the membrane relaxes to from
+        `rest_guess` with its gates at steady state (the first below it where the net current
+        there is outward, above it where inward), within 150 mV, bracketed on a 1-mV grid and
+        polished by `iterations` safeguarded Newton steps. Derivatives with respect to the
+        parameters and `i_hold` come from the implicit-function theorem
+        (`jax.lax.custom_root`), exact at the root and to any order. Where no root is found
+        (no bracket, and Newton from `rest_guess` does not settle to 1e-3 mV, e.g. every
+        conductance 0) the state is NaN, never a finite non-root. Batched models are vmapped.
 
-        optimistix's `Newton` root finder has the implicit adjoint but no step damping; from
-        `v_ref` at large holding currents the undamped iteration overshoots into the region
-        where the I–V slope changes sign, so the damped loop is written here.
+        optimistix's `Newton` root finder has the implicit adjoint but neither a bracket nor
+        step damping; from `rest_guess` the plain iteration stalls at the knee of a cortical
+        I–V curve or overshoots at large holding currents, hence the solve written here.
         """
         if self.batch_shape:
-            return jax.vmap(lambda m: m.rest_state(i_hold))(self.broadcast())
-        return self.steady_state(_rest_voltage(self, i_hold))
+            return jax.vmap(lambda m: m.rest_state(i_hold, iterations=iterations))(
+                self.broadcast()
+            )
+        return self.steady_state(_rest_voltage(self, i_hold, iterations))
 
     def exp_euler_step(self, y, i_stim, dt):
         """One exponential-Euler (Rush–Larsen) step of length `dt` (ms) under constant
@@ -170,7 +183,7 @@ class AbstractModel(eqx.Module):
         for gate, (x_inf, rate) in self.inf_rate(y.v).items():
             gates[gate] = x_inf + (gates[gate] - x_inf) * jnp.exp(-dt * rate)
         new = self.make_state(y.v, gates)
-        pairs = self.conductances(new).values()
+        pairs = self.channel_conductances(new).values()
         g_total = sum(g for g, _ in pairs)
         v_inf = (sum(g * e for g, e in pairs) + i_stim) / g_total
         v = v_inf + (y.v - v_inf) * jnp.exp(-g_total * dt_over_c)
@@ -239,29 +252,65 @@ class AbstractModel(eqx.Module):
         return jax.tree_util.tree_map(lambda x: x[index], self.broadcast())
 
 
-_REST_ITERATIONS = 40
-_REST_MAX_STEP = 10.0  # mV per Newton step
+_REST_SPAN = 150.0  # mV either side of `rest_guess` searched for a bracketed root
+_REST_GRID = 301  # voltages on that span (1 mV apart)
+_REST_TOL = 1e-3  # mV: a root is accepted when the last Newton step is below this
 
 
-def _rest_voltage(model: AbstractModel, i_hold):
-    """The rest voltage of an unbatched model (see `AbstractModel.rest_state`)."""
+def _rest_voltage(model: AbstractModel, i_hold, iterations: int = _REST_ITERATIONS):
+    """The rest voltage of an unbatched model (see `AbstractModel.rest_state`), NaN if the
+    steady-state I–V relation has no root the search finds."""
     dtype = jnp.result_type(model.dtype, float)
-    f = lambda m, v: m.steady_current(v) - i_hold
-    frozen = jax.lax.stop_gradient(model)
-    df = jax.grad(f, argnums=1)
+    guess = jnp.asarray(jax.lax.stop_gradient(model.rest_guess), dtype)
 
-    def newton(_, v):
-        # Damp far-from-root steps; near the root the step is tiny and Newton is exact.
-        return v - jnp.clip(f(frozen, v) / df(frozen, v), -_REST_MAX_STEP, _REST_MAX_STEP)
+    def current(v):
+        return model.steady_current(v) - i_hold
 
-    v0 = jnp.asarray(jax.lax.stop_gradient(model.rest_guess), dtype)
-    v = jax.lax.stop_gradient(jax.lax.fori_loop(0, _REST_ITERATIONS, newton, v0))
-    # The implicit-function theorem at the root: dv/dθ = -(∂I/∂θ) / (∂I/∂v). The value stays
-    # exactly the Newton result (correction - stop_gradient(correction) is 0), the derivative
-    # is the correction's. A zero slope (no rest: all conductances 0) keeps the derivative 0.
-    slope = jax.lax.stop_gradient(df(frozen, v))
-    correction = -f(model, v) / jnp.where(slope != 0, slope, 1.0)
-    return v + (correction - jax.lax.stop_gradient(correction))
+    def solve(f, v0):
+        # 1. Bracket the stable root (the current rising through i_hold) that the membrane
+        #    relaxes to from the guess with its gates at steady state: the first one below
+        #    the guess if the net current there is outward, above it if inward; found as an
+        #    upward sign change on a 1-mV grid. A damped Newton iteration alone stalls at the
+        #    knee (local maximum) of a cortical I–V curve and returns a finite non-root there
+        #    (Pospischil LTS at 0.5 µA/cm²: -56.9 mV, residual -0.6 µA/cm²; the root is at
+        #    -16.2 mV).
+        half = (_REST_GRID - 1) // 2
+        grid = v0 + jnp.linspace(-_REST_SPAN, _REST_SPAN, _REST_GRID, dtype=dtype)
+        values = jax.vmap(f)(grid)
+        up = (values[:-1] < 0) & (values[1:] >= 0)
+        index = jnp.arange(_REST_GRID - 1)
+        downward = values[half] >= 0
+        side = jnp.where(downward, index < half, index >= half)
+        order = jnp.where(downward, half - index, index - half)  # distance along the path
+        rank = jnp.where(up & side, order, _REST_GRID)
+        k = jnp.argmin(rank)
+        found = rank[k] < _REST_GRID
+        lo = jnp.where(found, grid[k], -jnp.inf)
+        hi = jnp.where(found, grid[k + 1], jnp.inf)
+        start = jnp.where(found, 0.5 * (grid[k] + grid[k + 1]), v0)
+        df = jax.grad(f)
+
+        # 2. Polish: Newton steps (damped to 10 mV), bisection whenever a step leaves the
+        #    bracket, the bracket shrinking with every evaluation. Without a bracket: damped
+        #    Newton from the guess (a root beyond the search span).
+        def step(_, carry):
+            v, lo, hi, last = carry
+            fv = f(v)
+            lo = jnp.where(fv < 0, v, lo)
+            hi = jnp.where(fv >= 0, v, hi)
+            newton = v - jnp.clip(fv / df(v), -10.0, 10.0)
+            inside = (newton > lo) & (newton < hi) & jnp.isfinite(newton)
+            bisect = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), 0.5 * (lo + hi), newton)
+            new = jnp.where(inside | ~found, newton, bisect)
+            return new, lo, hi, jnp.abs(new - v)
+
+        init = (start, lo, hi, jnp.asarray(jnp.inf, dtype))
+        v, _, _, last = jax.lax.fori_loop(0, iterations, step, init)
+        return jnp.where(last < _REST_TOL, v, jnp.nan)
+
+    # Derivatives by the implicit-function theorem (dv/dθ = -(∂I/∂θ)/(∂I/∂v) at the root, to
+    # any order), not through the iterations.
+    return jax.lax.custom_root(current, guess, solve, lambda g, y: y / g(jnp.ones_like(y)))
 
 
 def _spike_threshold(owner: str, params: AbstractModel, threshold):

@@ -168,7 +168,8 @@ def test_contract_methods(case):
     got = state_leaves(state, model)
     assert got["v"] == -50.0 and all(got[g] == float(gates[g]) for g in names), got
 
-    conductances = model.conductances(state)
+    conductances = model.channel_conductances(state)
+    assert model.conductances(state) == list(conductances.values())
     currents = model.currents(state)
     assert set(conductances) == set(currents), (set(conductances), set(currents))
     for name, (g, e) in conductances.items():
@@ -354,6 +355,28 @@ def test_rest_state_gradient(case):
     fd = (float(rest_v(g_l + h)) - float(rest_v(g_l - h))) / (2 * h)
     assert np.isfinite(grad) and grad != 0.0, f"{case.name}: d rest_v / d g_l = {grad}"
     assert grad == pytest.approx(fd, rel=1e-5), f"{case.name}: grad {grad} vs FD {fd}"
+
+
+def test_rest_state_is_a_root_or_nan():
+    # The rest solve returns a root of the steady-state I–V relation or NaN, never a finite
+    # non-root: above the knee of a cortical I–V curve (LTS: a local maximum of 0.215 µA/cm²
+    # at -47 mV) the cell rests depolarised (a damped Newton iteration alone stopped at
+    # -56.9 mV with a 0.6 µA/cm² residual); a hyperpolarising current moves rest down; a
+    # membrane without conductances has no rest. Derivatives are implicit, to second order.
+    lts = Pospischil.low_threshold()
+    rest_lts = jax.jit(lambda i: hhjax.rest_state(lts, i).v)
+    for i_hold, (lo, hi) in ((0.5, (-17.0, -15.0)), (-0.1, (-90.0, -54.0))):
+        v = float(rest_lts(i_hold))
+        assert lo < v < hi, (i_hold, v)
+        assert abs(float(lts.steady_current(v)) - i_hold) < 1e-9, (i_hold, v)
+    assert np.isnan(float(hhjax.rest_state(hhjax.HHParams(g_na=0.0, g_k=0.0, g_l=0.0)).v))
+    p = hhjax.HHParams.neuron()
+    rest_v = lambda g: hhjax.rest_state(p.replace(g_l=g)).v
+    first, second = jax.jit(jax.grad(rest_v)), jax.jit(jax.grad(jax.grad(rest_v)))
+    h = 1e-4
+    fd = (float(first(0.3 + h)) - float(first(0.3 - h))) / (2 * h)
+    second = float(second(0.3))
+    assert second == pytest.approx(fd, rel=1e-5) and second != 0.0, (second, fd)
 
 
 # ---------------------------------------------------------------------------- currents

@@ -29,6 +29,7 @@ from jaxtyping import Array
 from .._checks import check_parameters
 from .._model import AbstractModel
 from ._channels import AbstractChannel, check_channels
+from ._hh import _check_temperature
 
 __all__ = ["Membrane", "MembraneState"]
 
@@ -80,11 +81,21 @@ class Membrane(AbstractModel):
         missing = [f"{n} (read by {who})" for n, who in needed.items() if n not in self.params]
         if missing:
             raise ValueError(f"Membrane: `params` lacks {', '.join(missing)}.")
+        unread = [n for n in self.params if n not in needed and n != "area"]
+        if unread:
+            raise ValueError(
+                f"Membrane: no channel reads `params` {unread} (a typo?); the channels read "
+                f"{sorted(needed)}, plus the optional `area` (cm²)."
+            )
         names = tuple(self.params)
         nonnegative = {n for n in names if n.startswith("g_")}
         positive = {n for n in names if n in ("c_m", "area") or n.startswith("tau_")}
         units = {n: "mS/cm²" for n in nonnegative} | {"c_m": "µF/cm²", "area": "cm²"}
+        units |= {n: "mV" for n in names if n.startswith(("e_", "v_"))}
+        units |= {n: "ms" for n in names if n.startswith("tau_")} | {"temperature": "°C"}
         check_parameters("Membrane", self.params, units, nonnegative, positive)
+        if "temperature" in self.params:
+            _check_temperature("Membrane", self.params["temperature"])
 
     def __getattr__(self, name):
         if name.startswith("__") or name in ("params", "channels"):
@@ -100,13 +111,15 @@ class Membrane(AbstractModel):
         return tuple(self.params)
 
     def replace(self, **changes):
+        """A copy with some parameters (or `channels`) replaced."""
+        channels = changes.pop("channels", self.channels)
         unknown = set(changes) - set(self.params)
         if unknown:
             raise TypeError(
                 f"Membrane has no parameter(s) {sorted(unknown)}; parameters are "
                 f"{', '.join(self.params)}."
             )
-        return Membrane(self.channels, {**self.params, **changes})
+        return Membrane(channels, {**self.params, **changes})
 
     # ---------------------------------------------------------------- the model contract
     @property
