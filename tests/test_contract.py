@@ -379,6 +379,21 @@ def test_rest_state_is_a_root_or_nan():
     assert second == pytest.approx(fd, rel=1e-5) and second != 0.0, (second, fd)
 
 
+def test_spike_times_adaptive_float32_passes_a_stimulus_edge_from_rest():
+    # From an exact rest state the error estimate is zero and steps grew to 1 ms; at the
+    # stimulus edge the float32 solve of HH channels plus an h current then stalled at
+    # t = 5.0000005 ms until it ran out of steps (0 spikes, ok False). Steps now start capped
+    # at the stability limit of the rest state, as in `simulate`.
+    from hhjax.models import HCurrent
+
+    params = dict(COMPOSED_PARAMS, g_h=0.05, e_h=-43.0, temperature=16.3)
+    del params["g_m"], params["tau_max"]
+    model = Membrane((HHSodium(), HHPotassium(), HCurrent(), Leak()), params)
+    out = hhjax.spike_times_adaptive(model.astype(jnp.float32), hhjax.Step(8.0, 5.0), 40.0)
+    # 5 spikes: the float64 solve's count (first at 6.82 ms, then every ~7.0 ms).
+    assert bool(out.ok) and int(out.count) == 5, (out.ok, out.count, out.num_steps)
+
+
 # ---------------------------------------------------------------------------- currents
 @ALL_MODELS
 def test_currents(case, adaptive, step):
