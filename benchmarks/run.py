@@ -155,6 +155,7 @@ def section_batch() -> dict:
     subset = [round(i * (n - 1) / (SUBSET - 1)) for i in range(SUBSET)]
     workload = dict(BATCH, n=n, subset=subset)
     two = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    cortical = {"BENCH_MODEL": "pospischil_rs"}
     brian2 = _venv_python("brian2")
     peers = [
         ("hhjax_f32_2dev", main, "hhjax_batch.py", workload, two),
@@ -162,7 +163,7 @@ def section_batch() -> dict:
         ("hhjax_f64_2dev", main, "hhjax_batch.py", workload, dict(two, BENCH_X64="1")),
         ("hhjax_f64_1dev", main, "hhjax_batch.py", workload, {"BENCH_X64": "1"}),
         # The cortical model (generic contract step, 4 gates) on the same workload: speed only.
-        ("hhjax_cortical_f32_1dev", main, "hhjax_cortical_batch.py", workload, {}),
+        ("hhjax_cortical_f32_1dev", main, "hhjax_batch.py", workload, cortical),
         ("jaxley_f32", _venv_python("jaxley"), "jaxley_batch.py", workload, {}),
         ("jaxley_f64", _venv_python("jaxley"), "jaxley_batch.py", workload, {"BENCH_X64": "1"}),
         ("neuron", _venv_python("neuron"), "neuron_batch.py", workload, {}),

@@ -194,7 +194,17 @@ def _hh_inf_rate(model, alpha, beta):
     return alpha / total, K.temperature_factor(model.temperature) * total
 
 
-class HHSodium(AbstractChannel):
+class _TransientSodium(AbstractChannel):
+    """$\\bar g_{Na} m^3 h (v - E_{Na})$, the conductance both Na channels share; their kinetics
+    differ."""
+
+    name: ClassVar[str] = "na"
+
+    def conductance(self, model, v, state):
+        return model.g_na * state.m**3 * state.h, model.e_na
+
+
+class HHSodium(_TransientSodium):
     r"""The squid axon's Na current: $\bar g_{Na} m^3 h (v - E_{Na})$ (Hodgkin & Huxley 1952).
 
     Rates from [`hhjax.kinetics`][] at $u = v - v_{ref}$, scaled by $3^{(T - 6.3)/10}$.
@@ -210,9 +220,6 @@ class HHSodium(AbstractChannel):
             m=_hh_inf_rate(model, K.alpha_m(u), K.beta_m(u)),
             h=_hh_inf_rate(model, K.alpha_h(u), K.beta_h(u)),
         )
-
-    def conductance(self, model, v, state):
-        return model.g_na * state.m**3 * state.h, model.e_na
 
 
 class HHPotassium(AbstractChannel):
@@ -230,7 +237,7 @@ class HHPotassium(AbstractChannel):
         return model.g_k * state.n**4, model.e_k
 
 
-class NaTraub(AbstractChannel):
+class NaTraub(_TransientSodium):
     r"""Fast Na: $I_{Na} = \bar g_{Na} m^3 h (v - E_{Na})$, Traub–Miles rates shifted by $V_T$."""
 
     gates: ClassVar[tuple[str, ...]] = ("m", "h")
@@ -240,9 +247,6 @@ class NaTraub(AbstractChannel):
     def inf_rate(self, model, v):
         r = traub_rates(v, model.v_t)
         return dict(m=_from_rates(*r["m"]), h=_from_rates(*r["h"]))
-
-    def conductance(self, model, v, state):
-        return model.g_na * state.m**3 * state.h, model.e_na
 
 
 class KdTraub(AbstractChannel):
