@@ -12,6 +12,7 @@ is drawn as one line per neuron), or a sequence of trajectories drawn on the sam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -173,10 +174,27 @@ def voltage(
     return fig
 
 
+def _gate_names(traj) -> tuple[str, ...]:
+    """The gates of a trajectory's state: a `Membrane`'s own, else every field but `v` that
+    is not identically 0 (the cortical state carries all eight gates; unused ones stay 0).
+    Objects that are not a `Trajectory` (any object with `ts`, `v` and gate attributes): m, h,
+    n."""
+    from ._simulate import Trajectory
+    from .models import MembraneState
+
+    if not isinstance(traj, Trajectory):
+        return ("m", "h", "n")
+    state = traj.state
+    if isinstance(state, MembraneState):
+        return tuple(state.gates)
+    fields = (f.name for f in dataclasses.fields(state) if f.name != "v")
+    return tuple(n for n in fields if np.any(np.asarray(getattr(state, n)) != 0))
+
+
 def gates(
     traj,
     *,
-    names: Sequence[str] = ("m", "h", "n"),
+    names: Sequence[str] | None = None,
     labels: Sequence[str] | str | None = None,
     xlim: tuple[float, float] | None = None,
     title: str | None = None,
@@ -187,7 +205,8 @@ def gates(
     **Arguments:**
 
     - `traj`: a [`hhjax.Trajectory`][] or a sequence of them (drawn solid, dashed, dotted...).
-    - `names`: which gate fields to draw; default m, h, n.
+    - `names`: which gates to draw; default every gate of the (first) trajectory's model
+      (HH: m, h, n; a cortical model's unused gates, identically 0, are left out).
     - `labels`: one label per trajectory, appended to the gate names.
     - `xlim`, `title`: as in [`voltage`][].
 
@@ -196,6 +215,8 @@ def gates(
     A `Figure` with one axes; y from 0 to 1.
     """
     trajs, labels = _as_list(traj, labels)
+    if names is None:
+        names = _gate_names(trajs[0])
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
     styles = ("-", "--", ":", "-.")
