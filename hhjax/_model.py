@@ -220,14 +220,16 @@ class AbstractModel(eqx.Module):
         return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape), self)
 
     def replace(self, **changes):
-        """A copy with some fields replaced (values are converted to arrays)."""
-        unknown = set(changes) - set(self.field_names)
+        """A copy with some fields replaced (values are converted to arrays); static fields
+        (e.g. a cortical model's `channels`) are kept unless given."""
+        every = tuple(f.name for f in dataclasses.fields(self))
+        unknown = set(changes) - set(every)
         if unknown:
             raise TypeError(
                 f"{type(self).__name__} has no field(s) {sorted(unknown)}; fields are "
                 f"{', '.join(self.field_names)}."
             )
-        values = {name: getattr(self, name) for name in self.field_names}
+        values = {name: getattr(self, name) for name in every}
         values.update(changes)
         return type(self)(**values)
 

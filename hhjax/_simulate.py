@@ -135,23 +135,25 @@ def steady_state(params: AbstractModel, v: ArrayLike):
     return _model("steady_state", params).steady_state(v)
 
 
-def rest_state(params: AbstractModel, i_hold: ArrayLike = 0.0):
+def rest_state(params: AbstractModel, i_hold: ArrayLike = 0.0, *, iterations: int = 40):
     """The resting state: the voltage where $dv/dt = 0$ with gates at steady state.
 
-    Found by damped Newton iteration on the steady-state I–V relation and differentiable with
-    respect to the parameters (see [`hhjax.AbstractModel.rest_state`][]).
+    A bracketed, safeguarded Newton solve on the steady-state I–V relation, NaN where there
+    is no root, differentiable with respect to the parameters to any order (see
+    [`hhjax.AbstractModel.rest_state`][]).
 
     **Arguments:**
 
     - `params`: any model ([`HHParams`][], a cortical model, a composed
       [`hhjax.models.Membrane`][]); batched fields give one rest state per neuron.
     - `i_hold`: a constant injected current (µA/cm²) to rest under; default 0.
+    - `iterations`: Newton steps polishing the bracketed root (40 is ample).
 
     **Returns:**
 
     The model's state (for HH an [`HHState`][]).
     """
-    return _model("rest_state", params).rest_state(i_hold)
+    return _model("rest_state", params).rest_state(i_hold, iterations=iterations)
 
 
 class Currents(eqx.Module):
@@ -364,6 +366,15 @@ def _stable_step(params, y, stimulus, t0, dtype):
     return jnp.where(jnp.isfinite(step) & (radius > 0), step, DEFAULT_DTMAX).astype(dtype)
 
 
+def _start_controller(solver, params, y0, stimulus, t0, rtol, atol, jumps, dtype):
+    """The adaptive controller of a solve from `y0`: explicit solvers get their steps capped
+    at `_stable_step` of `y0` (implicit ones at `DEFAULT_DTMAX` only)."""
+    dtmax = DEFAULT_DTMAX
+    if not isinstance(solver, diffrax.AbstractImplicitSolver):
+        dtmax = jnp.minimum(dtmax, _stable_step(params, y0, stimulus, t0, dtype))
+    return _adaptive_controller(rtol, atol, jumps, dtype, dtmax)
+
+
 class SolveConfig(eqx.Module):
     """How `simulate` solves (static under `jit`): the Diffrax solver, the first step `dt0`
     (ms; fixed-step solvers), tolerances, the step budget, whether a failure raises inside the
@@ -393,10 +404,7 @@ def _solve(params, stimulus, y0, save_ts, step_grid, jumps, t0, t1, config: Solv
             y = p.rest_state()
         y = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), y)
         if step_grid is None:
-            dtmax = DEFAULT_DTMAX
-            if not isinstance(solver, diffrax.AbstractImplicitSolver):
-                dtmax = jnp.minimum(dtmax, _stable_step(p, y, stimulus, t0, dtype))
-            controller = _adaptive_controller(rtol, atol, jumps, dtype, dtmax)
+            controller = _start_controller(solver, p, y, stimulus, t0, rtol, atol, jumps, dtype)
             dt = dt0
         else:
             controller = diffrax.StepTo(ts=jnp.asarray(step_grid, dtype))
@@ -517,10 +525,7 @@ def simulate(
     Stimulus discontinuities (`stimulus.jump_ts()`) are handed to the step-size controller, so
     adaptive solvers step exactly onto every edge.
     """
-    if not isinstance(params, AbstractModel):
-        raise TypeError(
-            f"`params` must be an hhjax model such as hhjax.HHParams, got {type(params).__name__}."
-        )
+    params = _model("simulate", params)
     stimulus = as_stimulus(stimulus)
     t0, t1 = _as_time("t0", t0), _as_time("t1", t1)
     if t1 <= t0:

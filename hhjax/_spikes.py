@@ -25,15 +25,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._checks import check_count
 from ._model import AbstractModel, _spike_threshold
-from ._simulate import (
-    DEFAULT_DTMAX,
-    _adaptive_controller,
-    _as_state,
-    _cast_floats,
-    _jump_times,
-    _model,
-    _stable_step,
-)
+from ._simulate import _as_state, _cast_floats, _jump_times, _model, _start_controller
 from ._solvers import MembraneTerm
 from ._stimulus import AbstractStimulus, as_stimulus
 
@@ -116,10 +108,7 @@ def _adaptive_spikes(params, stimulus, y0, jumps, config: _AdaptiveConfig):
     # the initial state's linearisation. Without the cap a float32 solve from an exact rest
     # state (zero error estimate, 1-ms steps) stalled at a stimulus edge: HH channels plus an
     # h current, 8 µA/cm² from 5 ms, ran out of steps at t = 5.0000005 ms.
-    dtmax = DEFAULT_DTMAX
-    if not isinstance(solver, diffrax.AbstractImplicitSolver):
-        dtmax = jnp.minimum(dtmax, _stable_step(params, y0, stimulus, t0, dtype))
-    controller = _adaptive_controller(rtol, atol, jumps, dtype, dtmax)
+    controller = _start_controller(solver, params, y0, stimulus, t0, rtol, atol, jumps, dtype)
     t1_ = jnp.asarray(t1, dtype)
     # One solve per threshold crossing, each ended by a Diffrax event whose time is found by
     # Newton's method on the solver's own dense interpolant. Nothing per step is saved:

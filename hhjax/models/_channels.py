@@ -51,6 +51,7 @@ __all__ = [
     "CaL",
     "CaT",
     "HCurrent",
+    "hh_rates",
     "traub_rates",
 ]
 
@@ -188,10 +189,24 @@ class Leak(AbstractChannel):
         return model.g_l, model.e_l
 
 
+def hh_rates(v, v_ref):
+    """The 1952 rates (1/ms, at 6.3 °C) of the gates m, h, n at voltage `v` measured from
+    `v_ref` ([`hhjax.kinetics`][]); scale by the Q10 factor for other temperatures.
+
+    **Returns:** `dict(m=(alpha, beta), h=(alpha, beta), n=(alpha, beta))`.
+    """
+    u = jnp.asarray(v) - v_ref
+    return dict(
+        m=(K.alpha_m(u), K.beta_m(u)),
+        h=(K.alpha_h(u), K.beta_h(u)),
+        n=(K.alpha_n(u), K.beta_n(u)),
+    )
+
+
 def _hh_inf_rate(model, alpha, beta):
     # x_inf = α/(α+β) and rate φ(α+β): the Q10 factor φ scales both rates.
-    total = alpha + beta
-    return alpha / total, K.temperature_factor(model.temperature) * total
+    x_inf, total = _from_rates(alpha, beta)
+    return x_inf, K.temperature_factor(model.temperature) * total
 
 
 class _TransientSodium(AbstractChannel):
@@ -215,11 +230,8 @@ class HHSodium(_TransientSodium):
     params: ClassVar[tuple[str, ...]] = ("g_na", "e_na", "v_ref", "temperature")
 
     def inf_rate(self, model, v):
-        u = v - model.v_ref
-        return dict(
-            m=_hh_inf_rate(model, K.alpha_m(u), K.beta_m(u)),
-            h=_hh_inf_rate(model, K.alpha_h(u), K.beta_h(u)),
-        )
+        r = hh_rates(v, model.v_ref)
+        return dict(m=_hh_inf_rate(model, *r["m"]), h=_hh_inf_rate(model, *r["h"]))
 
 
 class HHPotassium(AbstractChannel):
@@ -230,8 +242,7 @@ class HHPotassium(AbstractChannel):
     params: ClassVar[tuple[str, ...]] = ("g_k", "e_k", "v_ref", "temperature")
 
     def inf_rate(self, model, v):
-        u = v - model.v_ref
-        return dict(n=_hh_inf_rate(model, K.alpha_n(u), K.beta_n(u)))
+        return dict(n=_hh_inf_rate(model, *hh_rates(v, model.v_ref)["n"]))
 
     def conductance(self, model, v, state):
         return model.g_k * state.n**4, model.e_k

@@ -32,7 +32,7 @@ from jaxtyping import Array, ArrayLike
 from .. import _kinetics as K
 from .._checks import _concrete, _describe_bad, check_parameters
 from .._model import AbstractModel
-from ._channels import HHPotassium, HHSodium, Leak
+from ._channels import HHPotassium, HHSodium, Leak, hh_rates
 
 __all__ = [
     "HHParams",
@@ -259,13 +259,9 @@ class HHState(eqx.Module):
 
 def gate_rates(params: HHParams, v: ArrayLike) -> tuple[tuple[Array, Array], ...]:
     """Temperature-scaled $(\\alpha, \\beta)$ pairs (1/ms) for m, h and n at voltage `v` (mV)."""
-    u = jnp.asarray(v) - params.v_ref
+    rates = hh_rates(v, params.v_ref)
     phi = K.temperature_factor(params.temperature)
-    return (
-        (phi * K.alpha_m(u), phi * K.beta_m(u)),
-        (phi * K.alpha_h(u), phi * K.beta_h(u)),
-        (phi * K.alpha_n(u), phi * K.beta_n(u)),
-    )
+    return tuple((phi * a, phi * b) for a, b in (rates["m"], rates["h"], rates["n"]))
 
 
 def gates_inf(params: HHParams, v: ArrayLike) -> tuple[Array, Array, Array]:
@@ -274,11 +270,10 @@ def gates_inf(params: HHParams, v: ArrayLike) -> tuple[Array, Array, Array]:
 
 
 def ionic_currents(params: HHParams, v, m, h, n) -> tuple[Array, Array, Array]:
-    """Na, K and leak current densities (µA/cm²) for the given state."""
-    i_na = params.g_na * m**3 * h * (v - params.e_na)
-    i_k = params.g_k * n**4 * (v - params.e_k)
-    i_l = params.g_l * (v - params.e_l)
-    return i_na, i_k, i_l
+    """Na, K and leak current densities (µA/cm²) for the given state (the channels'
+    currents, [`hhjax.AbstractModel.currents`][])."""
+    currents = params.currents(HHState(v, m, h, n))
+    return currents["na"], currents["k"], currents["l"]
 
 
 def vector_field(t, y: HHState, args) -> HHState:
