@@ -152,7 +152,10 @@ def test_fit_without_guess_has_honest_intervals(noisy):
         assert _rel(res.values[name], name) < 0.01, name
     assert _rel(res.values["g_l"], "g_l") < 0.05
     assert abs(res.values["e_l"] - float(TRUE.e_l)) < 0.5
-    assert set(res.stderr) == set(FREE) == set(res.ci)
+    # The initial voltage (y0="fit") is a fitted coordinate beside the free fields.
+    assert res.nuisance == ("v0",)
+    assert set(res.stderr) == set(FREE) | {"v0"} == set(res.ci)
+    assert abs(res.values["v0"] - float(TRUE.rest_state(0.0).v)) < 3 * res.stderr["v0"]
     for name in FREE:
         lo, hi = res.ci[name]
         assert res.values[name] - lo == pytest.approx(1.959964 * res.stderr[name], rel=1e-6)
@@ -161,7 +164,7 @@ def test_fit_without_guess_has_honest_intervals(noisy):
         # so requiring all five to cover on one seed would fail by design ~1 time in 4).
         z = (res.values[name] - float(getattr(TRUE, name))) / res.stderr[name]
         assert abs(z) < 3.0, (name, z)
-    assert res.cov.shape == (5, 5) and np.allclose(np.diag(res.corr), 1.0)
+    assert res.cov.shape == (6, 6) and np.allclose(np.diag(res.corr), 1.0)
     assert res.loss_history[-1] < res.loss_history[0]
     # At the optimum the residual is the noise: σ from residuals ≈ the 0.5 mV added.
     assert abs(res.sigma - 0.5) < 0.05

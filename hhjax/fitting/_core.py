@@ -13,35 +13,46 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._grid import simulate_grid
-from ._linear import LINEAR_FIELDS, linear_estimate_arrays
+from ._linear import linear_fields, linear_misfit_arrays
 from ._lm import staged_levenberg_marquardt
 
 NUDGE_STAGE_ITERS = 15
 """LM iteration cap per nudging stage (a stage usually converges in 4–13)."""
 
 
-def _initial_state(params, v, i, y0_mode):
+Y0_MODES = ("fit", "rest", "data")
+
+
+def _initial_state(params, v, i, y0_mode, v0=None):
     if y0_mode == "rest":
         return params.rest_state(i[0])
+    if y0_mode == "fit":
+        # The fitted initial voltage with the gates at their steady state there: the exact
+        # state of a cell that sat at rest under any constant current before the recording.
+        return params.steady_state(v0)
     # "data": gates at steady state of the first recorded voltage.
     return params.steady_state(v[0])
 
 
-def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
+def _make_residual(spec, base, data, dts, y0_mode, nudged=False, skips=None):
     """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings; with
     `nudged`, $(\\theta, k) \\mapsto$ the same with nudging strength $k$ (exactly the plain
-    residuals at $k = 0$)."""
+    residuals at $k = 0$). With `y0_mode="fit"` the last coordinates of $\\theta$ are each
+    recording's initial voltage (`spec.nuisance`); `skips[j]` samples at the start of
+    recording `j` (a settling window) are left out of the residuals."""
+    skips = skips or (0,) * len(data)
 
     def residual(theta, k=None):
         p = spec.apply(theta, base)
+        v0s = spec.nuisance_values(theta) if y0_mode == "fit" else None
         out = []
-        for (v, i, sig), dt in zip(data, dts):
-            y0 = _initial_state(p, v, i, y0_mode)
+        for j, ((v, i, sig), dt) in enumerate(zip(data, dts)):
+            y0 = _initial_state(p, v, i, y0_mode, None if v0s is None else v0s[j])
             if k is None:
                 vs = simulate_grid(p, i, dt, y0)
             else:
                 vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=k)
-            out.append((vs - v) / sig)
+            out.append(((vs - v) / sig)[skips[j]:])
         return jnp.concatenate(out)
 
     if nudged:
@@ -55,6 +66,10 @@ the largest estimated conductance (see `_linear_theta`)."""
 
 
 def _linear_theta(spec, base, data, dts, fallback_theta):
+    return _linear_theta_misfit(spec, base, data, dts, fallback_theta)[0]
+
+
+def _linear_theta_misfit(spec, base, data, dts, fallback_theta):
     """The linear estimate in optimiser coordinates (free fields it cannot estimate keep
     `fallback_theta`).
 
@@ -64,18 +79,59 @@ def _linear_theta(spec, base, data, dts, fallback_theta):
     coordinates; the leak then runs away, g_l → 0 with E_L → 10⁵–10⁶ mV). Coloured noise
     biases the estimate this way (fitting/README.md). Other non-positive log fields (C) and
     non-finite values keep `fallback_theta`."""
-    names = tuple(n for n in spec.names if n in LINEAR_FIELDS)
-    est = linear_estimate_arrays(base, [(v, i, dt) for (v, i, _), dt in zip(data, dts)], names)
-    x = spec.values(est)
+    names = tuple(n for n in spec.names if n in linear_fields(base))
+    # The kinetics (free fields the estimate does not cover, e.g. a threshold V_T) come from
+    # `fallback_theta`: the estimate is the best linear fit given them.
+    model = spec.apply(fallback_theta, base)
+    est, misfit = linear_misfit_arrays(model, [(v, i, dt) for (v, i, _), dt in zip(data, dts)],
+                                       names)
+    x = spec.values(est, spec.nuisance_values(fallback_theta) if spec.nuisance else None)
+    x = x.astype(fallback_theta.dtype)
     is_log = jnp.asarray([t == "log" for t in spec.transforms])
-    is_g = jnp.asarray([n.startswith("g_") for n in spec.names]) & is_log
+    is_g = jnp.asarray([n.startswith("g_") for n in spec.coords]) & is_log
     ok = jnp.isfinite(x) & (~is_log | (x > 0))
     floor = _LEAK_FLOOR * jnp.max(jnp.where(is_g & ok, x, 0.0))
     x = jnp.where(is_g & ~ok & jnp.isfinite(x) & (floor > 0), floor, x)
     ok = jnp.isfinite(x) & (~is_log | (x > 0))
     theta = spec.to_theta(jnp.where(ok, x, 1.0))  # 1.0: a placeholder, replaced below
-    use = jnp.asarray([n in names for n in spec.names]) & ok & jnp.isfinite(theta)
-    return spec.clip(jnp.where(use, theta, fallback_theta))
+    use = jnp.asarray([n in names for n in spec.coords]) & ok & jnp.isfinite(theta)
+    return spec.clip(jnp.where(use, theta, fallback_theta)), jnp.where(
+        jnp.isfinite(misfit), misfit, jnp.inf)
+
+
+def _widths(spec, spread):
+    """Half-widths of the multi-start box in optimiser coordinates: ×`spread` for log fields,
+    ±15 mV for potentials, none for nuisance coordinates (initial voltages start at the data)."""
+    w = [np.log(spread) if t == "log" else 1.5 for t in spec.transforms]
+    return [0.0 if k >= len(spec.names) else x for k, x in enumerate(w)]
+
+
+def _draws(spec, theta, key, n, spread, only=None):
+    """`n` starts uniform in the multi-start box around `theta` (the first is `theta`);
+    `only`: a mask of the coordinates drawn (the others keep `theta`'s values)."""
+    width = jnp.asarray(_widths(spec, spread), theta.dtype)
+    if only is not None:
+        width = width * jnp.asarray(only, theta.dtype)
+    offsets = jax.random.uniform(key, (n, len(spec)), theta.dtype, -1.0, 1.0)
+    return spec.clip(theta + offsets * width).at[0].set(theta)
+
+
+def _linear_starts(spec, base, data, dts, theta_guess, key, n_starts, spread):
+    """Starts from the linear estimate: `[guess, linear(guess)]`, and when some free fields
+    are outside the estimate's reach (kinetics such as V_T), also the linear estimate at the
+    3 best of `4 * n_starts` draws of those fields around the guess: each draw's
+    conductances, leak and C are the best linear fit for its kinetics (a variable
+    projection), and the draws are ranked by that fit's misfit."""
+    lin = linear_fields(base)
+    other = [k < len(spec.names) and spec.names[k] not in lin for k in range(len(spec))]
+    if not any(other):
+        return jnp.stack([theta_guess, _linear_theta(spec, base, data, dts, theta_guess)])
+    draws = _draws(spec, theta_guess, key, 4 * n_starts, spread, only=other)
+    proj, misfit = jax.vmap(lambda th: _linear_theta_misfit(spec, base, data, dts, th))(draws)
+    # The draws ranked by the window equations' misfit along the observed voltage (cheap: no
+    # simulation); the best few go on to the simulated loss with the guess and its estimate.
+    best = jnp.argsort(misfit)[:3]
+    return jnp.concatenate([theta_guess[None], proj[0][None], proj[best]])
 
 
 def _cost(residual, theta):
@@ -109,21 +165,23 @@ def _core(base, data, theta_guess, key, nudge_iters, redo_above, *, spec, dts, i
         )
 
     if init == "linear" or (init == "auto" and with_linear):
-        start = _linear_theta(spec, base, data, dts, theta_guess)
-        if init == "auto":
-            costs = jax.vmap(lambda th: _cost(residual, th))(jnp.stack([theta_guess, start]))
-            start = jnp.where(costs[0] < costs[1], theta_guess, start)
+        cands = _linear_starts(spec, base, data, dts, theta_guess, key, n_starts, spread)
+        if init == "linear":
+            cands = cands[1:]
+        costs = jax.vmap(lambda th: _cost(residual, th))(cands)
+        start = cands[jnp.argmin(costs)]
     elif init == "nudge":
         return dict(lm(theta_guess, first=True, redo=False), start=theta_guess)
     elif init == "multistart":
-        width = jnp.asarray(
-            [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], theta_guess.dtype
-        )
-        offsets = jax.random.uniform(key, (n_starts, len(spec)), theta_guess.dtype, -1.0, 1.0)
-        starts = spec.clip(theta_guess + offsets * width)
-        starts = starts.at[0].set(theta_guess)
+        starts = _draws(spec, theta_guess, key, n_starts, spread)
         if with_linear:
-            starts = starts.at[-1].set(_linear_theta(spec, base, data, dts, theta_guess))
+            # Half the draws keep their values; the other half (and the guess itself, last)
+            # get the linear estimate's conductances, leak and C for their kinetics.
+            half = n_starts // 2
+            proj = jax.vmap(lambda th: _linear_theta(spec, base, data, dts, th))(
+                starts[half:])
+            starts = jnp.concatenate([starts[:half], proj[1:],
+                                      _linear_theta(spec, base, data, dts, theta_guess)[None]])
         runs = jax.vmap(lambda th: lm(th, redo=False))(starts)
         final = runs["hist"][jnp.arange(n_starts), runs["n_iter"]]
         best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf))
@@ -136,11 +194,7 @@ def _core(base, data, theta_guess, key, nudge_iters, redo_above, *, spec, dts, i
             # `n_starts` draws within ×`spread` of the guess (one vmapped forward solve each)
             # and start from the lowest finite loss.
             def screen(th):
-                width = jnp.asarray(
-                    [np.log(spread) if t == "log" else 1.5 for t in spec.transforms], th.dtype
-                )
-                offsets = jax.random.uniform(key, (n_starts, len(spec)), th.dtype, -1.0, 1.0)
-                cands = spec.clip(th + offsets * width).at[0].set(th)
+                cands = _draws(spec, th, key, n_starts, spread)
                 costs = jax.vmap(lambda c: _cost(residual, c))(cands)
                 return cands[jnp.argmin(costs)]
 

@@ -36,11 +36,12 @@ import optax
 from .._batch import _available_cores, _map_in_threads
 from .._simulate import SimulationError
 from ..models._hh import HHParams
-from ._core import _core, _core_jit, _schedule
+from ._config import NUDGE_SCHEDULE, Guess, MultiStart, Nudge, resolve_init, resolve_solver
+from ._core import Y0_MODES, _core, _core_jit, _schedule
 from ._free import DEFAULT_FREE, FreeParams
 from ._free import check_count as _count
 from ._free import check_real as _real
-from ._linear import LINEAR_FIELDS
+from ._linear import linear_fields
 from ._recording import Recording
 
 __all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS", "NOISE_MODELS"]
@@ -50,7 +51,6 @@ NOISE_MODELS = ("white", "correlated")
 _WARN_SE_RATIO = 1.5  # warn when correlated-noise SEs exceed the white-noise ones by this
 _FALLBACK_INITS = ("auto", "linear", "guess")
 _Z95 = 1.959963984540054
-NUDGE_SCHEDULE = (30.0, 10.0, 3.0, 1.0, 0.3)
 """Default nudging strengths (1/ms) for `init="nudge"`; the un-nudged LM polish follows.
 
 The first stage must be strong: at 30/ms the simulated voltage follows the data closely, the
@@ -82,7 +82,9 @@ class FitResult:
 
     - `params`: the fitted model (same type as `params0`, e.g. [`hhjax.HHParams`][]).
     - `free`: the names of the fitted fields.
-    - `values`: `{name: fitted value}` (natural units).
+    - `values`: `{name: fitted value}` (natural units), for the free fields and the nuisance
+      coordinates (`nuisance`: each recording's initial voltage `v0`, or `v0[k]`, with
+      `y0="fit"`).
     - `stderr`: `{name: standard error}`; `ci`: `{name: (low, high)}`, the 95 % interval
       value ± 1.96 SE (Gauss–Newton curvature at the optimum; for `noise="correlated"`, the
       sandwich with the residuals' estimated autocovariance).
@@ -92,7 +94,8 @@ class FitResult:
       time (coloured recording noise or model mismatch), and then the white-noise intervals
       are too narrow by that factor.
     - `residual_lag1`: lag-1 autocorrelation of the residuals (0 for white noise).
-    - `cov`, `corr`: covariance (natural units) and correlation matrices, ordered as `free`.
+    - `cov`, `corr`: covariance (natural units) and correlation matrices, ordered as `free`
+      then `nuisance`.
     - `poorly_identified`: names whose relative SE exceeds 50 % (5 mV for potentials) or whose
       curvature is singular.
     - `condition_number`: of the correlation-scaled $J^T J$.
@@ -104,6 +107,17 @@ class FitResult:
     - `trace`: a [`Trace`][] (a list of them for several recordings).
     - `start`: the model the optimiser started from; `n_iter`, `converged`, `wall_time` (s),
       `method`, `init`; `fallback_used`: whether the nudging fallback replaced the first fit.
+    - `stages`: what the fit did, in order: its start (`"linear"`, `"guess"`, `"nudge"`,
+      `"multistart"`), `"lm"`, then `"nudging"` when the nudging refit ran (`fallback_used`
+      says whether it was kept) and `"multistart"` when the escalation ran (`escalated` says
+      whether it was kept).
+    - `noise_floor`: the final mean squared residual in units of the recordings' $\\sigma^2$
+      (1 ± a few $\\sqrt{2/n}$ at a fit that explains everything but the noise, when $\\sigma$
+      is right; [`estimate_noise`][] gives it for white noise).
+    - `at_noise_floor`: whether the fit looks converged to the noise floor: `noise_floor` at
+      most `1 + max(0.1, 5\\sqrt{2/n})` and the residuals white (|`residual_lag1`| < 0.1).
+      `False` means: do not trust these values or their intervals before looking at the trace
+      (a local minimum, a model that cannot follow the data, or a misstated $\\sigma$).
     - `ok`: whether the model could be simulated at the returned parameters (finite residuals).
       `False` only with `throw=False` (else the fit raises): then `params` is where the fit
       gave up, not an estimate, and `sigma`, `stderr` and `trace` are not finite.
@@ -132,13 +146,26 @@ class FitResult:
     se_ratio: dict = dataclasses.field(default_factory=dict)
     residual_lag1: float = 0.0
     ok: bool = True
+    nuisance: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+    escalated: bool = False
+    noise_floor: float = float("nan")
+    at_noise_floor: bool = False
 
     def summary(self) -> str:
-        """A small text table of values, standard errors and intervals."""
+        """A small text table of values, standard errors and intervals, under a line that
+        says whether the fit reached the noise floor and what it did to get there."""
         lines = [f"{'field':>8} {'value':>12} {'stderr':>10} {'95% CI':>26}"]
         if not self.ok:
             lines.insert(0, "FAILED: the model could not be simulated; these are not estimates")
-        for n in self.free:
+        else:
+            verdict = ("at the noise floor" if self.at_noise_floor else
+                       "NOT at the noise floor: a local minimum or a model that cannot follow "
+                       "the data; check the trace before trusting these values")
+            lines.insert(0, f"loss {self.noise_floor:.3g} sigma^2, residual lag-1 "
+                            f"{self.residual_lag1:+.2f}: {verdict} "
+                            f"(stages: {' > '.join(self.stages) or 'n/a'})")
+        for n in (*self.free, *self.nuisance):
             lo, hi = self.ci[n]
             flag = "  (poorly identified)" if n in self.poorly_identified else ""
             lines.append(
@@ -280,13 +307,13 @@ def _uncertainty(spec, theta, r, jac, sigma_from: str, noise: str = "white", seg
         # recording's stated sigma (sigma_from="recording") does not enter the ratio.
         ratio = (np.sqrt(np.diag(cov_corr) / np.diag(s2_res * inv)) if inv is not None
                  else np.full(p, np.nan))
-    values = {nm: float(x[k]) for k, nm in enumerate(spec.names)}
-    stderr = {nm: float(se[k]) for k, nm in enumerate(spec.names)}
+    values = {nm: float(x[k]) for k, nm in enumerate(spec.coords)}
+    stderr = {nm: float(se[k]) for k, nm in enumerate(spec.coords)}
     ci = {nm: (float(x[k] - _Z95 * se[k]), float(x[k] + _Z95 * se[k]))
-          for k, nm in enumerate(spec.names)}
-    se_ratio = {nm: float(ratio[k]) for k, nm in enumerate(spec.names)}
+          for k, nm in enumerate(spec.coords)}
+    se_ratio = {nm: float(ratio[k]) for k, nm in enumerate(spec.coords)}
     poor = []
-    for k, nm in enumerate(spec.names):
+    for k, nm in enumerate(spec.coords):
         if not np.isfinite(se[k]) or cond > 1e14:
             poor.append(nm)
         elif spec.transforms[k] == "log" and se[k] > 0.5 * abs(x[k]):
@@ -304,6 +331,17 @@ def _lag1(r, segments):
         num += float(np.sum(e[1:] * e[:-1]))
         den += float(np.sum(e * e))
     return num / den if den > 0 else float("nan")
+
+
+_WHITE_LAG1 = 0.1
+"""|lag-1 autocorrelation| of the residuals below which they count as white."""
+
+
+def _noise_floor_ok(loss, lag1, n):
+    """Whether a final loss (in units of sigma^2) and residual lag-1 autocorrelation look like
+    a fit converged to the noise floor of `n` residuals."""
+    tol = max(0.1, 5.0 * np.sqrt(2.0 / max(n, 1)))
+    return bool(np.isfinite(loss) and loss <= 1.0 + tol and abs(lag1) < _WHITE_LAG1)
 
 
 def _warn_if_correlated(results, noise):
@@ -359,6 +397,15 @@ def _check_search(max_iter, nudges, n_starts, spread, seed, fallback_threshold):
     return max_iter, nudges, n_starts, spread, seed, fallback_threshold
 
 
+def _with_initial_voltages(spec, recs, y0):
+    """With `y0="fit"`: `spec` with one initial-voltage coordinate per recording (`v0`, or
+    `v0[k]` for several), started at each recording's first sample; else `(spec, None)`."""
+    if y0 != "fit":
+        return spec, None
+    names = ("v0",) if len(recs) == 1 else tuple(f"v0[{k}]" for k in range(len(recs)))
+    return spec.with_nuisance(names), np.asarray([float(r.v[0]) for r in recs])
+
+
 def _check_start(spec, params0):
     """The free fields' starting values in `params0`: finite, and positive where fitted in log
     coordinates (a log of a non-positive value is NaN)."""
@@ -398,6 +445,29 @@ def _finite_fit(out) -> bool:
                 and np.all(np.isfinite(np.asarray(out["r"]))))
 
 
+def _resolve(init, solver, method):
+    """`(init string, method string, {argument: value})` from the initialiser and solver
+    objects (or their string aliases): an object's fields replace the keyword arguments of
+    the same names; a string alias leaves them as given."""
+    kw = {}
+    if not isinstance(init, str):
+        obj = resolve_init(init)
+        if isinstance(obj, (Guess, MultiStart)):
+            kw.update(n_starts=obj.n_starts, spread=obj.spread)
+        if isinstance(obj, MultiStart):
+            kw.update(seed=obj.seed)
+        if isinstance(obj, Nudge):
+            kw.update(nudges=tuple(obj.schedule))
+        init = obj.name
+    else:
+        resolve_init(init)  # a clear error for an unknown string
+    if solver is not None:
+        obj = resolve_solver(solver, method)
+        kw.update({f: getattr(obj, f) for f in obj.__dataclass_fields__})
+        method = obj.method
+    return init, method, kw
+
+
 def _check_common(recs, free, params0, init, method, y0):
     if params0 is None:
         params0 = HHParams()
@@ -407,8 +477,11 @@ def _check_common(recs, free, params0, init, method, y0):
         raise ValueError(f"`init` must be one of {INITS}, got {init!r}.")
     if method not in ("lm", "optax"):
         raise ValueError(f"`method` must be 'lm' or 'optax', got {method!r}.")
-    if y0 not in ("rest", "data"):
-        raise ValueError(f"`y0` must be 'rest' or 'data', got {y0!r}.")
+    if y0 not in Y0_MODES:
+        raise ValueError(
+            f"`y0` must be one of {Y0_MODES}, got {y0!r}: 'fit' (default) estimates each "
+            "recording's initial voltage with the gates at steady state there; 'rest' assumes "
+            "rest under the first current sample; 'data' starts at the first recorded voltage.")
     return params0
 
 
@@ -452,7 +525,40 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
         noise=noise,
         se_ratio=se_ratio,
         residual_lag1=_lag1(r, segments),
+        nuisance=spec.nuisance,
+        noise_floor=float(hist[-1]) if len(hist) else float("nan"),
+        at_noise_floor=_noise_floor_ok(float(hist[-1]) if len(hist) else np.nan,
+                                       _lag1(r, segments), int(r.size)),
     )
+
+
+def _stages(out, init, theta_guess):
+    """`FitResult.stages` of an LM `_core` result (before any escalation)."""
+    if init == "auto":
+        same = np.allclose(np.asarray(out["start"]), np.asarray(theta_guess))
+        first = "guess" if same else "linear"
+    else:
+        first = init
+    stages = [first, "lm"] if init != "nudge" else ["nudge", "lm"]
+    if init != "multistart" and bool(out["redone"]):
+        stages.append("nudging")
+    return stages
+
+
+def _misfit(out, n_res):
+    """Whether an LM `_core` result is above the noise floor (the escalation's trigger)."""
+    if not _finite_fit(out):
+        return False
+    r = np.asarray(out["r"])
+    loss = float(np.sum(r * r) / n_res)
+    return not _noise_floor_ok(loss, _lag1(r, [r.size]), r.size)
+
+
+def _better(a, b):
+    """The `_core` result with the lower final cost."""
+    ca = float(np.sum(np.square(np.asarray(a["r"]))))
+    cb = float(np.sum(np.square(np.asarray(b["r"]))))
+    return b if np.isfinite(cb) and not cb >= ca else a
 
 
 # ---------------------------------------------------------------------------- public
@@ -461,12 +567,13 @@ def fit(
     free: Sequence[str] = DEFAULT_FREE,
     params0: eqx.Module | None = None,
     *,
-    init: str = "auto",
+    init="auto",
+    solver=None,
     method: str = "lm",
     max_iter: int = 40,
     bounds: Mapping[str, tuple] | None = None,
     transforms: Mapping[str, str] | None = None,
-    y0: str = "rest",
+    y0: str = "fit",
     sigma_from: str = "residuals",
     noise: str = "white",
     nudges: Sequence[float] = NUDGE_SCHEDULE,
@@ -484,6 +591,7 @@ def fit(
     checkpoint_every: int = 25,
     fallback: bool = True,
     fallback_threshold: float = 1.1,
+    escalate: bool = True,
     throw: bool = True,
 ) -> FitResult:
     """Fit the free fields of a membrane model to one or several current-clamp recordings.
@@ -503,12 +611,23 @@ def fit(
       `n_starts` log-uniform starts within ×`spread` of `params0` (potentials ±15 mV; the first
       start is `params0` itself, the last the linear estimate), all polished in one vmapped
       call, the lowest loss kept.
-    - `method`: `"lm"` (Levenberg–Marquardt, default) or `"optax"` (first-order loop).
+    - `solver`: a [`LevenbergMarquardt`][] (default) or [`Optax`][] object; its fields
+      replace the keyword arguments of the same names (`max_iter`, `nudges`, `fallback`,
+      `fallback_threshold`, `escalate`; `optimizer`, `steps`, `clip`, `patience`,
+      `min_delta`). `init` likewise takes an [`Auto`][], [`Linear`][], [`Guess`][],
+      [`Nudge`][] or [`MultiStart`][] object (whose `n_starts`, `spread`, `seed`, `schedule`
+      replace those arguments); the strings below are aliases of them.
+    - `method`: `"lm"` (Levenberg–Marquardt, default) or `"optax"` (first-order loop); the
+      string alias of `solver`.
     - `max_iter`: LM iteration cap.
     - `bounds`, `transforms`: per-field bounds (natural units) and `"log"`/`"linear"`
       coordinates; see [`FreeParams`][].
-    - `y0`: `"rest"` (default; the recording starts at rest under its first current sample)
-      or `"data"` (gates at steady state of the first recorded voltage).
+    - `y0`: how each recording starts. `"fit"` (default): its initial voltage is fitted (a
+      nuisance coordinate `v0`, or `v0[k]` per recording, started at the first sample) with
+      the gates at steady state there: exact for a cell at rest under any constant current
+      before the recording, whatever the current does from the first sample on. `"rest"`:
+      at rest under the first current sample; `"data"`: gates at steady state of the first
+      recorded voltage (neither is fitted).
     - `sigma_from`: noise level for the uncertainty: `"residuals"` (default, $s^2 = \\|r\\|^2
       /(n-p)$) or `"recording"` (each recording's stated `sigma`).
     - `noise`: `"white"` (default): independent samples, $\\mathrm{cov} = s^2 (J^T J)^{-1}$;
@@ -537,6 +656,12 @@ def fit(
       estimated from the data) is taken for a local minimum, typically a misplaced spike: it
       is refitted with annealed nudging from the same start, inside the same compiled loop,
       and the better of the two is returned.
+    - `escalate`: with the fallback on, a fit still above the noise floor after it (see
+      `FitResult.at_noise_floor`) escalates to a vmapped multi-start (`n_starts` starts within
+      ×`spread` of the fit so far, the fit itself and the linear estimate among them) and
+      keeps the better result; `FitResult.stages` and `escalated` report it. It is a second
+      compiled program, built only when a fit needs it: inside the first program it would
+      be compiled (and, under `fit_batch`'s vmap, run) for every fit.
     - `throw`: when the model cannot be simulated at any parameters the fit reaches (a
       non-finite loss from its start on), raise [`hhjax.SimulationError`][] (default); with
       `False`, warn and return the result with `ok=False`.
@@ -546,6 +671,17 @@ def fit(
     A [`FitResult`][]: `.params`, `.stderr`, `.ci`, `.loss_history`, `.trace`, ...
     """
     recs = _as_recordings(recordings)
+    init, method, kw = _resolve(init, solver, method)
+    max_iter = kw.get("max_iter", max_iter)
+    nudges = kw.get("nudges", nudges)
+    fallback = kw.get("fallback", fallback)
+    fallback_threshold = kw.get("fallback_threshold", fallback_threshold)
+    escalate = kw.get("escalate", escalate)
+    n_starts, spread, seed = (kw.get(k, d) for k, d in
+                              (("n_starts", n_starts), ("spread", spread), ("seed", seed)))
+    optimizer, steps, clip = (kw.get(k, d) for k, d in
+                              (("optimizer", optimizer), ("steps", steps), ("clip", clip)))
+    patience, min_delta = kw.get("patience", patience), kw.get("min_delta", min_delta)
     params0 = _check_common(recs, free, params0, init, method, y0)
     _check_noise(noise, sigma_from)
     max_iter, nudges, n_starts, spread, seed, fallback_threshold = _check_search(
@@ -568,17 +704,19 @@ def fit(
         )
     spec = FreeParams.make(free, params0, transforms, bounds)
     _check_start(spec, params0)
-    with_linear = isinstance(params0, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
+    with_linear = any(n in linear_fields(params0) for n in spec.names)
     if init == "linear" and not with_linear:
         raise ValueError(
-            f"`init='linear'` needs an HHParams model and one of {LINEAR_FIELDS} free."
+            f"`init='linear'` needs one of {linear_fields(params0)} free (the fields the linear "
+            "initialiser estimates for this model)."
         )
     dtype = jnp.result_type(params0.dtype, float)
     data = [
         (r.v.astype(dtype), r.i_inj.astype(dtype), jnp.asarray(r.sigma, dtype)) for r in recs
     ]
     dts = tuple(float(r.dt) for r in recs)
-    theta_guess = spec.clip(spec.to_theta(spec.values(params0).astype(dtype)))
+    spec, v0 = _with_initial_voltages(spec, recs, y0)
+    theta_guess = spec.clip(spec.to_theta(spec.values(params0, v0).astype(dtype)))
     key = jax.random.PRNGKey(seed)
     t_start = time.perf_counter()
     if method == "lm":
@@ -590,12 +728,26 @@ def fit(
                         spread=float(spread), with_linear=with_linear)
         out = jax.block_until_ready(out)
         n_res = sum(int(r.num_samples) for r in recs)
+        stages = _stages(out, init, theta_guess)
+        used, escalated = bool(out["used"]), False
+        if escalate and fallback and init in _FALLBACK_INITS and _misfit(out, n_res):
+            stages.append("multistart")
+            # Centred on the first fit's start, not on its end: a fit stuck in a misplaced-
+            # spike minimum has often wandered far (a leak run away) from the basin it began in.
+            ms = _core_jit(params0, data, out["start"], key, iters, redo, spec=spec, dts=dts,
+                           init="multistart", max_iter=int(max_iter), y0_mode=y0,
+                           nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
+                           spread=float(spread), with_linear=with_linear)
+            best = _better(out, jax.block_until_ready(ms))
+            if best is ms:
+                out, escalated = dict(ms, start=out["start"]), True
         hist = _history(out, n_res)
-        n_iter, conv, used = int(out["n_iter"]), bool(out["converged"]), bool(out["used"])
+        n_iter, conv = int(out["n_iter"]), bool(out["converged"])
     else:
         from ._optax import optax_loop
 
-        used = False
+        used, escalated = False, False
+        stages = [init, "optax"]
         out, hist, n_iter, conv = optax_loop(
             params0, data, theta_guess, key, spec=spec, dts=dts, init=init, y0_mode=y0,
             nudges=tuple(map(float, nudges)), n_starts=int(n_starts), spread=float(spread),
@@ -613,6 +765,8 @@ def fit(
     res = _build_result(spec, params0, out, recs, sigma_from, hist, method, init, wall, n_iter,
                         conv and ok, noise)
     res.fallback_used = used
+    res.escalated = escalated
+    res.stages = tuple(stages)
     res.ok = ok
     if ok:
         _warn_if_correlated([res], noise)
@@ -627,11 +781,12 @@ def fit_batch(
     free: Sequence[str] = DEFAULT_FREE,
     params0: eqx.Module | None = None,
     *,
-    init: str = "auto",
+    init="auto",
+    solver=None,
     max_iter: int = 40,
     bounds: Mapping[str, tuple] | None = None,
     transforms: Mapping[str, str] | None = None,
-    y0: str = "rest",
+    y0: str = "fit",
     sigma_from: str = "residuals",
     noise: str = "white",
     nudges: Sequence[float] = NUDGE_SCHEDULE,
@@ -640,6 +795,7 @@ def fit_batch(
     seed: int = 0,
     fallback: bool = True,
     fallback_threshold: float = 1.1,
+    escalate: bool = True,
     workers: int | None = None,
     throw: bool = True,
 ) -> list[FitResult]:
@@ -672,6 +828,17 @@ def fit_batch(
     A list of [`FitResult`][]s, one per recording; each `wall_time` is the batch's total.
     """
     recs = _as_recordings(recordings)
+    init, method, kw = _resolve(init, solver, "lm")
+    if method != "lm":
+        raise ValueError("fit_batch runs Levenberg–Marquardt only: pass "
+                         "solver=LevenbergMarquardt(...) or none.")
+    max_iter = kw.get("max_iter", max_iter)
+    nudges = kw.get("nudges", nudges)
+    fallback = kw.get("fallback", fallback)
+    fallback_threshold = kw.get("fallback_threshold", fallback_threshold)
+    escalate = kw.get("escalate", escalate)
+    n_starts, spread, seed = (kw.get(k, d) for k, d in
+                              (("n_starts", n_starts), ("spread", spread), ("seed", seed)))
     params0 = _check_common(recs, free, params0, init, "lm", y0)
     _check_noise(noise, sigma_from)
     max_iter, nudges, n_starts, spread, seed, fallback_threshold = _check_search(
@@ -689,15 +856,17 @@ def fit_batch(
     first = params0[0] if batched else params0
     spec = FreeParams.make(free, first, transforms, bounds)
     _check_start(spec, params0)
-    with_linear = isinstance(first, HHParams) and any(n in LINEAR_FIELDS for n in spec.names)
+    with_linear = any(n in linear_fields(first) for n in spec.names)
     dtype = jnp.result_type(first.dtype, float)
     v = jnp.stack([r.v for r in recs]).astype(dtype)
     i = jnp.stack([r.i_inj for r in recs]).astype(dtype)
     sig = jnp.asarray([r.sigma for r in recs], dtype)
     base = params0.broadcast() if batched else params0
-    theta_guess = spec.clip(spec.to_theta(spec.values(base).astype(dtype)))
-    if not batched:
-        theta_guess = jnp.broadcast_to(theta_guess, (len(recs), len(spec)))
+    spec, _ = _with_initial_voltages(spec, recs[:1], y0)
+    x0 = jnp.broadcast_to(spec.values(base), (len(recs), len(spec.names)))
+    if spec.nuisance:  # each recording's initial voltage starts at its first sample
+        x0 = jnp.concatenate([x0, jnp.asarray([[float(r.v[0])] for r in recs], x0.dtype)], -1)
+    theta_guess = spec.clip(spec.to_theta(x0.astype(dtype)))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(recs))
     iters, redo = _schedule(nudges, fallback and init in _FALLBACK_INITS, fallback_threshold,
                             dtype)
@@ -728,9 +897,28 @@ def fit_batch(
     t_start = time.perf_counter()
     parts = _map_in_threads(run_part, n_parts, workers)
     out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:size], *parts)
-    wall = time.perf_counter() - t_start
     n_res = recs[0].num_samples
     members = [jax.tree_util.tree_map(lambda a, k=k: a[k], out) for k in range(size)]
+    stages = [_stages(o, init, theta_guess[k]) for k, o in enumerate(members)]
+    escalated = [False] * size
+    redo_idx = [k for k, o in enumerate(members) if escalate and fallback
+                and init in _FALLBACK_INITS and _misfit(o, n_res)]
+    if redo_idx:
+        # The members still above the noise floor: a vmapped multi-start from each one's fit
+        # (one more compiled program, built only when some member needs it).
+        ms_program = _batch_program(batched, dict(cfg, init="multistart"))
+        idx = jnp.asarray(redo_idx)
+        b_c = jax.tree_util.tree_map(lambda a: a[idx], base) if batched else base
+        th = jnp.stack([jnp.asarray(members[k]["start"]) for k in redo_idx])
+        ms = jax.device_get(ms_program(b_c, v[idx], i[idx], sig[idx], th, keys[idx], iters,
+                                       redo))
+        for j, k in enumerate(redo_idx):
+            stages[k].append("multistart")
+            cand = jax.tree_util.tree_map(lambda a, j=j: a[j], ms)
+            if _better(members[k], cand) is cand:
+                members[k] = dict(cand, start=members[k]["start"])
+                escalated[k] = True
+    wall = time.perf_counter() - t_start
     failed = [k for k, o in enumerate(members) if not _finite_fit(o)]
     if failed:
         shown = ", ".join(map(str, failed[:10])) + (", ..." if len(failed) > 10 else "")
@@ -748,6 +936,8 @@ def fit_batch(
         res = _build_result(spec, b, o, [rec], sigma_from, _history(o, n_res), "lm", init, wall,
                             int(o["n_iter"]), bool(o["converged"]) and ok, noise)
         res.fallback_used = bool(o["used"])
+        res.escalated = escalated[k]
+        res.stages = tuple(stages[k])
         res.ok = ok
         results.append(res)
     _warn_if_correlated([r for r in results if r.ok], noise)

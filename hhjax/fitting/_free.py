@@ -26,6 +26,10 @@ _LINEAR_PREFIXES = ("e_", "v_")
 _LINEAR_SCALE = 10.0  # mV: one unit of the optimiser's coordinate
 
 
+POTENTIAL_BOUNDS = (-200.0, 150.0)
+"""Default bounds (mV) of a free potential (a field named `e_*` or `v_*`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class FreeParams:
     """The free fields of a model, their transforms and bounds.
@@ -47,6 +51,10 @@ class FreeParams:
     transforms: tuple[str, ...]
     lower: tuple[float, ...]
     upper: tuple[float, ...]
+    nuisance: tuple[str, ...] = ()
+    """Extra coordinates after the model's fields (e.g. each recording's initial voltage
+    `v0[k]`, mV, linear coordinates): fitted beside them, not written into the model.
+    `transforms`, `lower` and `upper` cover `names + nuisance`."""
 
     @classmethod
     def make(
@@ -83,7 +91,11 @@ class FreeParams:
             t = transforms.get(name, "linear" if name.startswith(_LINEAR_PREFIXES) else "log")
             if t not in ("log", "linear"):
                 raise ValueError(f"`transforms[{name!r}]` must be 'log' or 'linear', got {t!r}.")
-            low, high = bounds.get(name, (None, None))
+            # Potentials default to [-200, 150] mV: far outside any cell's, yet it stops the
+            # runaway E_L -> -1e3..-1e5 mV that a vanishing leak conductance allows (seen on
+            # cortical fits from a poor leak start).
+            default = POTENTIAL_BOUNDS if name.startswith(("e_", "v_")) else (None, None)
+            low, high = bounds.get(name, default)
             low = -np.inf if low is None else float(low)
             high = np.inf if high is None else float(high)
             if t == "log":
@@ -96,7 +108,25 @@ class FreeParams:
         return cls(names, tuple(tr), tuple(lo), tuple(hi))
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.names) + len(self.nuisance)
+
+    @property
+    def coords(self) -> tuple[str, ...]:
+        """Names of every optimiser coordinate: the model's fields, then the nuisance ones."""
+        return self.names + self.nuisance
+
+    def with_nuisance(self, names, lower: float = -200.0, upper: float = 150.0) -> FreeParams:
+        """This specification with extra potential-like coordinates (mV, linear) appended."""
+        names = tuple(names)
+        return dataclasses.replace(
+            self, nuisance=self.nuisance + names,
+            transforms=self.transforms + ("linear",) * len(names),
+            lower=self.lower + (float(lower),) * len(names),
+            upper=self.upper + (float(upper),) * len(names))
+
+    def nuisance_values(self, theta):
+        """The nuisance coordinates of `theta` in natural units (mV), shape `(*batch, n)`."""
+        return jnp.asarray(theta)[..., len(self.names):] * _LINEAR_SCALE
 
     # -------------------------------------------------------------- coordinates
     def _forward(self, x, i):
@@ -109,24 +139,32 @@ class FreeParams:
             return jnp.exp(th)
         return th * _LINEAR_SCALE
 
-    def values(self, model):
-        """The free fields' values (natural units), shape `(*batch, free)`."""
-        return jnp.stack([jnp.asarray(getattr(model, n)) for n in self.names], axis=-1)
+    def values(self, model, nuisance=None):
+        """The free fields' values (natural units), shape `(*batch, free)`; with `nuisance`
+        (natural values of the nuisance coordinates, last axis over them) appended."""
+        x = jnp.stack([jnp.asarray(getattr(model, n)) for n in self.names], axis=-1)
+        if nuisance is None:
+            return x
+        nuisance = jnp.broadcast_to(jnp.asarray(nuisance, x.dtype),
+                                    x.shape[:-1] + (len(self.nuisance),))
+        return jnp.concatenate([x, nuisance], axis=-1)
 
     def to_theta(self, x):
         """Natural values `x` (last axis over `names`) to optimiser coordinates."""
         x = jnp.asarray(x)
-        return jnp.stack([self._forward(x[..., i], i) for i in range(len(self))], axis=-1)
+        return jnp.stack([self._forward(x[..., i], i) for i in range(x.shape[-1])], axis=-1)
 
     def to_natural(self, theta):
         """Optimiser coordinates to natural values (last axis over `names`)."""
         theta = jnp.asarray(theta)
-        return jnp.stack([self._inverse(theta[..., i], i) for i in range(len(self))], axis=-1)
+        return jnp.stack([self._inverse(theta[..., i], i) for i in range(theta.shape[-1])],
+                         axis=-1)
 
     def dx_dtheta(self, theta):
         """$dx/d\\theta$ per free field (the Jacobian of the transform is diagonal)."""
         x = self.to_natural(theta)
-        scale = jnp.asarray([1.0 if t == "log" else _LINEAR_SCALE for t in self.transforms])
+        scale = jnp.asarray([1.0 if t == "log" else _LINEAR_SCALE for t in self.transforms],
+                            x.dtype)
         is_log = jnp.asarray([t == "log" for t in self.transforms])
         return jnp.where(is_log, x, scale)
 
@@ -150,7 +188,7 @@ class FreeParams:
 
     def apply(self, theta, model):
         """`model` with the free fields set from `theta` (no validation: works under tracing)."""
-        x = self.to_natural(theta)
+        x = self.to_natural(jnp.asarray(theta)[..., : len(self.names)])
         dtype = jnp.result_type(*(getattr(model, n) for n in self.names), float)
-        values = [x[..., i].astype(dtype) for i in range(len(self))]
+        values = [x[..., i].astype(dtype) for i in range(len(self.names))]
         return eqx.tree_at(lambda m: [getattr(m, n) for n in self.names], model, values)

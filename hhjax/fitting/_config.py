@@ -1,0 +1,147 @@
+"""Configuration of a fit as small named objects (optimistix style): an initialiser (where the
+optimiser starts) and a solver (how it descends). [`fit`][] and [`fit_batch`][] take them as
+`init=` and `solver=`; the older strings (`init="linear"`, `method="optax"`, ...) stay as
+aliases of the same objects.
+
+    fit(rec, free, params0, init=MultiStart(n_starts=32), solver=LevenbergMarquardt(max_iter=60))
+
+The objective is the trace least squares $\\sum_t (v_{sim}(t) - v_{obs}(t))^2 / \\sigma^2$ over
+every recording, the initial voltage of each fitted as a nuisance coordinate (`y0="fit"`).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import optax
+
+from ._free import check_count, check_real
+
+__all__ = [
+    "AbstractInit", "Auto", "Linear", "Guess", "Nudge", "MultiStart",
+    "AbstractSolver", "LevenbergMarquardt", "Optax", "NUDGE_SCHEDULE",
+]
+
+NUDGE_SCHEDULE = (30.0, 10.0, 3.0, 1.0, 0.3)
+"""Default nudging strengths (1/ms), strongest first."""
+
+
+class AbstractInit(eqx.Module):
+    """Where a fit starts. `name` is the string alias."""
+
+    name = "abstract"
+
+
+class Auto(AbstractInit):
+    """The linear estimate (for free fields outside its reach, e.g. a threshold V_T: the
+    estimate at the best of several draws of them, ranked by the estimate's own misfit), or
+    `params0` if that fits the data better. The default."""
+
+    name = "auto"
+
+
+class Linear(AbstractInit):
+    """The linear estimate ([`linear_estimate`][]); no guess needed for the fields it covers
+    ([`linear_fields`][] of the model)."""
+
+    name = "linear"
+
+
+class Guess(AbstractInit):
+    """`params0` itself (if the model cannot be simulated there, the lowest-loss of
+    `n_starts` draws within ×`spread` of it)."""
+
+    name = "guess"
+    n_starts: int = 16
+    spread: float = 3.0
+
+
+class Nudge(AbstractInit):
+    """Annealed nudging from `params0`: each stage a few LM iterations with
+    $k(v_{obs} - v)$ added to $dv/dt$, $k$ along `schedule` (1/ms)."""
+
+    name = "nudge"
+    schedule: tuple[float, ...] = NUDGE_SCHEDULE
+
+
+class MultiStart(AbstractInit):
+    """`n_starts` starts within ×`spread` of `params0` (potentials ±1.5 `spread`-free units of
+    10 mV), half of them with the linear estimate's conductances for their kinetics, all
+    polished in one vmapped call; the lowest loss is kept."""
+
+    name = "multistart"
+    n_starts: int = 16
+    spread: float = 3.0
+    seed: int = 0
+
+
+class AbstractSolver(eqx.Module):
+    """How a fit descends. `method` is the string alias."""
+
+    method = "abstract"
+
+
+class LevenbergMarquardt(AbstractSolver):
+    """Levenberg–Marquardt on forward-mode Jacobians, in one compiled loop.
+
+    - `max_iter`: iteration cap.
+    - `fallback`, `fallback_threshold`: refit with annealed nudging (`nudges`, 1/ms) when the
+      final mean squared residual exceeds `fallback_threshold` σ².
+    - `escalate`: then, if the fit is still above the noise floor, a vmapped multi-start.
+    """
+
+    method = "lm"
+    max_iter: int = 40
+    nudges: tuple[float, ...] = NUDGE_SCHEDULE
+    fallback: bool = True
+    fallback_threshold: float = 1.1
+    escalate: bool = True
+
+
+class Optax(AbstractSolver):
+    """A first-order loop with an Optax optimiser (default Adam, learning rate 0.02) on the
+    transformed coordinates; checkpoints and resumes (see [`fit`][]'s `checkpoint`)."""
+
+    method = "optax"
+    optimizer: optax.GradientTransformation | None = None
+    steps: int = 500
+    clip: float | None = 10.0
+    patience: int | None = 50
+    min_delta: float = 1e-6
+
+
+_INITS = {c.name: c for c in (Auto, Linear, Guess, Nudge, MultiStart)}
+
+
+def resolve_init(init) -> AbstractInit:
+    """An initialiser object from an object or its string alias."""
+    if isinstance(init, AbstractInit):
+        if type(init) is AbstractInit:
+            raise TypeError("`init` must be a concrete initialiser, e.g. hhjax.fitting.Auto().")
+        return init
+    if isinstance(init, str) and init in _INITS:
+        return _INITS[init]()
+    raise ValueError(
+        f"`init` must be an initialiser object (Auto(), Linear(), Guess(), Nudge(), "
+        f"MultiStart()) or one of {tuple(_INITS)}, got {init!r}."
+    )
+
+
+def resolve_solver(solver, method: str) -> AbstractSolver:
+    """A solver object from `solver` (an object or None) and the `method` string alias."""
+    if solver is None:
+        if method == "lm":
+            return LevenbergMarquardt()
+        if method == "optax":
+            return Optax()
+        raise ValueError(f"`method` must be 'lm' or 'optax', got {method!r}.")
+    if not isinstance(solver, AbstractSolver) or type(solver) is AbstractSolver:
+        raise TypeError(
+            "`solver` must be hhjax.fitting.LevenbergMarquardt(...) or hhjax.fitting.Optax(...), "
+            f"got {type(solver).__name__}."
+        )
+    if method not in ("lm", solver.method):
+        raise ValueError(
+            f"`method={method!r}` contradicts `solver={type(solver).__name__}(...)`; pass one.")
+    check_count("max_iter", getattr(solver, "max_iter", 1))
+    check_real("fallback_threshold", getattr(solver, "fallback_threshold", 1.0), at_least=0.0)
+    return solver
