@@ -115,6 +115,8 @@ def wilson(k, n, z=1.96):
 
 
 def run(args):
+    global OUT
+    OUT = pathlib.Path(args.out) if args.out else OUT
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "results.json"
     results = json.loads(path.read_text()) if path.exists() and args.resume else {}
@@ -229,6 +231,7 @@ def main(argv=None):
     ap.add_argument("--timed", type=int, default=3, help="single fits timed from cold")
     ap.add_argument("--no-batch20", dest="batch20", action="store_false")
     ap.add_argument("--resume", action="store_true", help="keep finished family/protocols")
+    ap.add_argument("--out", default=None, help=f"results folder (default {OUT})")
     run(ap.parse_args(argv))
 
 

@@ -1,8 +1,13 @@
 """`hhjax fit RECORDING`: fit a cortical model to a current-clamp step recording.
 
 Reads the recording ([`hhjax.io.read`][]: ABF, NWB, CSV, NPZ), reduces every sweep to its first
-current step, fits a [`hhjax.models.Pospischil`][] model on at most three training sweeps
-([`hhjax.models.fit_steps`][]) and predicts all sweeps. Writes to `--out`:
+current step, fits a [`hhjax.models.Pospischil`][] model on at most three training sweeps and
+predicts all sweeps. `--objective features` (default): spike features and the subthreshold
+trace, derivative-free population search ([`hhjax.models.fit_steps`][]);
+`--objective trace`:
+the whole voltage trace of the training sweeps by Levenberg–Marquardt
+([`hhjax.fitting.fit`][], initial voltage fitted, nudging and multi-start escalation).
+Writes to `--out`:
 `params.json` (fitted parameters with units), `fit.png` (data vs model per sweep),
 `predictions.json` and `report.md`. Exit codes: 0 done, 1 the fit failed, 2 bad input.
 """
@@ -18,7 +23,14 @@ import time
 
 from ._cli_args import int_at_least, output_folder_problem
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "OBJECTIVES", "TRACE_FREE"]
+
+OBJECTIVES = ("features", "trace")
+"""The objectives `hhjax fit --objective` reaches."""
+
+TRACE_FREE = ("g_na", "g_kd", "g_m", "g_l", "e_l", "v_t", "c_m")
+"""Fields the trace objective fits (the current is scaled by the model's `area`, so C and the
+conductances absorb an error in it)."""
 
 _MODELS = {
     "rs": "regular_spiking",
@@ -86,6 +98,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="rs",
         help="starting model: rs regular spiking (default), rs-h regular spiking + h current "
         "(sag), fs fast spiking, ib bursting (+Ca-L), lts low-threshold (+Ca-T)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="features",
+        help="features: spike features + subthreshold trace, population search (default); "
+        "trace: the whole voltage trace by Levenberg-Marquardt (hhjax.fitting.fit)",
     )
     p.add_argument(
         "--channel", type=int_at_least(0), default=0, help="ABF voltage channel (default 0)"
@@ -179,7 +198,6 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import numpy as np
 
     from . import models
 
@@ -225,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
             stage["refine"] = _Stage(args.quiet, "refining the passive parameters (area, g_l, e_l)")
 
     t0 = time.perf_counter()
+    if args.objective == "trace":
+        return _trace_fit(args, path, out, base, sweeps, train, t0)
     try:
         result = models.fit_steps(
             train,
@@ -248,6 +268,16 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(result.loss):
         print("hhjax fit: the fit failed: non-finite loss.", file=sys.stderr)
         return 1
+    return _report(args, path, out, sweeps, train, result, elapsed, population, generations)
+
+
+def _report(args, path, out, sweeps, train, result, elapsed, population, generations):
+    """Predict every sweep with `result.model`; write params.json, predictions.json, fit.png
+    and report.md. Returns the exit code."""
+    import numpy as np
+
+    from . import models
+
     bar = _Bar(args.quiet, len(sweeps), "predict", "sweep")
     rows = []
     try:
@@ -267,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
     doc = dict(
         recording=str(path),
         model=args.model,
+        objective=args.objective,
         channels=[type(c).__name__ for c in result.model.channels],
         train_sweeps=train_ids,
         loss=result.loss,
@@ -295,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
         f"# hhjax fit: {path.name}",
         "",
         f"Model {_MODELS[args.model]} ({', '.join(doc['channels'])}), trained on sweeps "
-        f"{train_ids}; search {population} x {generations}; loss {result.loss:.3g}; "
+        f"{train_ids}; {_how(args, population, generations)}; loss {result.loss:.3g}; "
         f"{elapsed:.0f} s.",
         "",
         f"- held-out spiking sweeps with spike count within ±1: {within1}/{len(supra)}",
@@ -326,3 +357,44 @@ def run(args: argparse.Namespace) -> int:
         f"report.md to {out}/"
     )
     return 0
+
+
+def _how(args, population, generations):
+    if args.objective == "trace":
+        return "trace objective, Levenberg-Marquardt (hhjax.fitting.fit)"
+    return f"search {population} x {generations}"
+
+
+class _TraceResult:
+    """What `_report` reads from a fit: the fitted model and its loss."""
+
+    def __init__(self, model, loss):
+        self.model, self.loss = model, loss
+
+
+def _trace_fit(args, path, out, base, sweeps, train, t0):
+    """`--objective trace`: fit `TRACE_FREE` to the training sweeps' whole traces."""
+    import numpy as np
+
+    from . import fitting as hf
+
+    recs = []
+    for sw in train:
+        t = np.asarray(sw.t, dtype=np.float64)
+        i_pa = np.where((t >= sw.t_on) & (t < sw.t_off), float(sw.amplitude), 0.0)
+        recs.append(hf.Recording(t, np.asarray(sw.v), i_pa, i_units="pA",
+                                 area=float(base.area)))
+    stage = _Stage(args.quiet, f"trace fit of {', '.join(TRACE_FREE)} on {len(recs)} sweeps "
+                               "(Levenberg-Marquardt; one compiled loop, no progress inside)")
+    try:
+        res = hf.fit(recs, free=TRACE_FREE, params0=base, seed=args.seed)
+    except Exception as err:  # report any numerical failure as a failed fit
+        stage.done("failed")
+        print(f"hhjax fit: the fit failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    stage.done(f"loss {res.noise_floor:.3g} sigma^2, "
+               f"{'at' if res.at_noise_floor else 'NOT at'} the noise floor, "
+               f"stages {' > '.join(res.stages)}")
+    elapsed = time.perf_counter() - t0
+    return _report(args, path, out, sweeps, train, _TraceResult(res.params, res.noise_floor),
+                   elapsed, 0, 0)
