@@ -732,12 +732,13 @@ def fit(
         used, escalated = bool(out["used"]), False
         if escalate and fallback and init in _FALLBACK_INITS and _misfit(out, n_res):
             stages.append("multistart")
-            # Centred on the first fit's start, not on its end: a fit stuck in a misplaced-
-            # spike minimum has often wandered far (a leak run away) from the basin it began in.
+            # Half the starts around the first fit's start (a fit stuck in a misplaced-spike
+            # minimum has often wandered far, e.g. a leak run away, from the basin it began
+            # in), half close to where it ended (a spike away from the optimum).
             ms = _core_jit(params0, data, out["start"], key, iters, redo, spec=spec, dts=dts,
                            init="multistart", max_iter=int(max_iter), y0_mode=y0,
                            nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
-                           spread=float(spread), with_linear=with_linear)
+                           spread=float(spread), with_linear=with_linear, near=out["theta"])
             best = _better(out, jax.block_until_ready(ms))
             if best is ms:
                 out, escalated = dict(ms, start=out["start"]), True
@@ -906,12 +907,13 @@ def fit_batch(
     if redo_idx:
         # The members still above the noise floor: a vmapped multi-start from each one's fit
         # (one more compiled program, built only when some member needs it).
-        ms_program = _batch_program(batched, dict(cfg, init="multistart"))
+        ms_program = _batch_program(batched, dict(cfg, init="multistart"), near=True)
         idx = jnp.asarray(redo_idx)
         b_c = jax.tree_util.tree_map(lambda a: a[idx], base) if batched else base
         th = jnp.stack([jnp.asarray(members[k]["start"]) for k in redo_idx])
+        near = jnp.stack([jnp.asarray(members[k]["theta"]) for k in redo_idx])
         ms = jax.device_get(ms_program(b_c, v[idx], i[idx], sig[idx], th, keys[idx], iters,
-                                       redo))
+                                       redo, near))
         for j, k in enumerate(redo_idx):
             stages[k].append("multistart")
             cand = jax.tree_util.tree_map(lambda a, j=j: a[j], ms)
@@ -947,15 +949,16 @@ def fit_batch(
 _PARTS_PER_WORKER = 4
 
 
-def _batch_program(batched, cfg):
-    """The compiled, vmapped `_core` for one configuration (cached across calls)."""
-    key_cfg = (batched, tuple(sorted((k, v_) for k, v_ in cfg.items() if k != "spec")),
+def _batch_program(batched, cfg, near=False):
+    """The compiled, vmapped `_core` for one configuration (cached across calls); with
+    `near`, the escalation's multi-start taking each member's fit so far as a last argument."""
+    key_cfg = (batched, near, tuple(sorted((k, v_) for k, v_ in cfg.items() if k != "spec")),
                cfg["spec"])
     if key_cfg not in _batch_cache:
-        def one(b, vv, ii, ss, th, k, iters, redo):
-            return _core(b, [(vv, ii, ss)], th, k, iters, redo, **cfg)
+        def one(b, vv, ii, ss, th, k, iters, redo, *close):
+            return _core(b, [(vv, ii, ss)], th, k, iters, redo, **cfg,
+                         near=close[0] if close else None)
 
-        _batch_cache[key_cfg] = eqx.filter_jit(
-            jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0, 0, 0, None, None))
-        )
+        axes = (0 if batched else None, 0, 0, 0, 0, 0, None, None) + ((0,) if near else ())
+        _batch_cache[key_cfg] = eqx.filter_jit(jax.vmap(one, in_axes=axes))
     return _batch_cache[key_cfg]
