@@ -468,6 +468,12 @@ def _resolve(init, solver, method):
     return init, method, kw
 
 
+def _override(kw, **given):
+    """The keyword arguments `given`, each replaced by the configuration objects' field of
+    the same name where `kw` (from `_resolve`) has one."""
+    return [kw.get(k, v) for k, v in given.items()]
+
+
 def _check_common(recs, free, params0, init, method, y0):
     if params0 is None:
         params0 = HHParams()
@@ -672,16 +678,12 @@ def fit(
     """
     recs = _as_recordings(recordings)
     init, method, kw = _resolve(init, solver, method)
-    max_iter = kw.get("max_iter", max_iter)
-    nudges = kw.get("nudges", nudges)
-    fallback = kw.get("fallback", fallback)
-    fallback_threshold = kw.get("fallback_threshold", fallback_threshold)
-    escalate = kw.get("escalate", escalate)
-    n_starts, spread, seed = (kw.get(k, d) for k, d in
-                              (("n_starts", n_starts), ("spread", spread), ("seed", seed)))
-    optimizer, steps, clip = (kw.get(k, d) for k, d in
-                              (("optimizer", optimizer), ("steps", steps), ("clip", clip)))
-    patience, min_delta = kw.get("patience", patience), kw.get("min_delta", min_delta)
+    (max_iter, nudges, fallback, fallback_threshold, escalate, n_starts, spread, seed,
+     optimizer, steps, clip, patience, min_delta) = _override(
+        kw, max_iter=max_iter, nudges=nudges, fallback=fallback,
+        fallback_threshold=fallback_threshold, escalate=escalate, n_starts=n_starts,
+        spread=spread, seed=seed, optimizer=optimizer, steps=steps, clip=clip,
+        patience=patience, min_delta=min_delta)
     params0 = _check_common(recs, free, params0, init, method, y0)
     _check_noise(noise, sigma_from)
     max_iter, nudges, n_starts, spread, seed, fallback_threshold = _check_search(
@@ -833,13 +835,10 @@ def fit_batch(
     if method != "lm":
         raise ValueError("fit_batch runs Levenberg–Marquardt only: pass "
                          "solver=LevenbergMarquardt(...) or none.")
-    max_iter = kw.get("max_iter", max_iter)
-    nudges = kw.get("nudges", nudges)
-    fallback = kw.get("fallback", fallback)
-    fallback_threshold = kw.get("fallback_threshold", fallback_threshold)
-    escalate = kw.get("escalate", escalate)
-    n_starts, spread, seed = (kw.get(k, d) for k, d in
-                              (("n_starts", n_starts), ("spread", spread), ("seed", seed)))
+    max_iter, nudges, fallback, fallback_threshold, escalate, n_starts, spread, seed = _override(
+        kw, max_iter=max_iter, nudges=nudges, fallback=fallback,
+        fallback_threshold=fallback_threshold, escalate=escalate, n_starts=n_starts,
+        spread=spread, seed=seed)
     params0 = _check_common(recs, free, params0, init, "lm", y0)
     _check_noise(noise, sigma_from)
     max_iter, nudges, n_starts, spread, seed, fallback_threshold = _check_search(
