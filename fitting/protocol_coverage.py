@@ -72,6 +72,10 @@ def run(args):
             passed=int(sum(f["passed"] for f in fits)),
             at_noise_floor=int(sum(f["at_noise_floor"] for f in fits)),
             z_sd={n: float(np.std(z[n])) for n in free},
+            # Per fit, for a reader to split calibration from failures: z-scores, pass flag.
+            rows=[dict(z={n: z[n][k] for n in free}, passed=bool(f["passed"]),
+                       at_noise_floor=bool(f["at_noise_floor"]), loss=f["loss"])
+                  for k, f in enumerate(fits)],
         )
         print(f"{proto}: covered {results[proto]['covered']}, band {band(args.seeds)}, "
               f"pass {results[proto]['passed']}/{args.seeds}, {wall:.0f} s", flush=True)

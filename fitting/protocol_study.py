@@ -175,6 +175,38 @@ def run(args):
     write_summary(results)
 
 
+def timing(args):
+    """Wall times alone: cold single fits (3 seeds of random steps per family; compilation
+    included, every compiled program cleared first) and one cold 20-fit `fit_batch` (HH)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = dict(load_before=os.getloadavg()[0])
+    for fam in args.families:
+        _, free, preset = family(fam)
+        walls = []
+        for s in range(3):
+            rec = recording(fam, "random_steps", s)[1]
+            cold()
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hf.fit(rec, free=free, params0=preset)
+            walls.append(time.perf_counter() - t)
+            print(f"{fam} single fit (cold) {walls[-1]:.1f} s", flush=True)
+        out[f"{fam}_single_s"] = walls
+    _, free, preset = family("hh")
+    recs = [recording("hh", "random_steps", s)[1] for s in range(20)]
+    cold()
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf.fit_batch(recs, free=free, params0=preset)
+    out["hh_batch20_s"] = time.perf_counter() - t
+    out["load_after"] = os.getloadavg()[0]
+    print(f"20 HH fits in one fit_batch (cold): {out['hh_batch20_s']:.1f} s; load "
+          f"{out['load_before']:.1f} before, {out['load_after']:.1f} after", flush=True)
+    (OUT / "timing.json").write_text(json.dumps(out, indent=1))
+
+
 def write_summary(results):
     load = os.getloadavg()
     lines = [
@@ -232,7 +264,13 @@ def main(argv=None):
     ap.add_argument("--no-batch20", dest="batch20", action="store_false")
     ap.add_argument("--resume", action="store_true", help="keep finished family/protocols")
     ap.add_argument("--out", default=None, help=f"results folder (default {OUT})")
-    run(ap.parse_args(argv))
+    ap.add_argument("--timing", action="store_true",
+                    help="only the timing runs (run them on an otherwise idle machine)")
+    args = ap.parse_args(argv)
+    if args.timing:
+        timing(args)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

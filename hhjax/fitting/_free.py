@@ -94,7 +94,7 @@ class FreeParams:
             # Potentials default to [-200, 150] mV: far outside any cell's, yet it stops the
             # runaway E_L -> -1e3..-1e5 mV that a vanishing leak conductance allows (seen on
             # cortical fits from a poor leak start).
-            default = POTENTIAL_BOUNDS if name.startswith(("e_", "v_")) else (None, None)
+            default = POTENTIAL_BOUNDS if name.startswith(_LINEAR_PREFIXES) else (None, None)
             low, high = bounds.get(name, default)
             low = -np.inf if low is None else float(low)
             high = np.inf if high is None else float(high)
@@ -115,7 +115,8 @@ class FreeParams:
         """Names of every optimiser coordinate: the model's fields, then the nuisance ones."""
         return self.names + self.nuisance
 
-    def with_nuisance(self, names, lower: float = -200.0, upper: float = 150.0) -> FreeParams:
+    def with_nuisance(self, names, lower: float = POTENTIAL_BOUNDS[0],
+                      upper: float = POTENTIAL_BOUNDS[1]) -> FreeParams:
         """This specification with extra potential-like coordinates (mV, linear) appended."""
         names = tuple(names)
         return dataclasses.replace(
