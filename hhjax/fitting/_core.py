@@ -34,13 +34,11 @@ def _initial_state(params, v, i, y0_mode, v0=None):
     return params.steady_state(v[0])
 
 
-def _make_residual(spec, base, data, dts, y0_mode, nudged=False, skips=None):
+def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
     """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings; with
     `nudged`, $(\\theta, k) \\mapsto$ the same with nudging strength $k$ (exactly the plain
     residuals at $k = 0$). With `y0_mode="fit"` the last coordinates of $\\theta$ are each
-    recording's initial voltage (`spec.nuisance`); `skips[j]` samples at the start of
-    recording `j` (a settling window) are left out of the residuals."""
-    skips = skips or (0,) * len(data)
+    recording's initial voltage (`spec.nuisance`)."""
 
     def residual(theta, k=None):
         p = spec.apply(theta, base)
@@ -52,7 +50,7 @@ def _make_residual(spec, base, data, dts, y0_mode, nudged=False, skips=None):
                 vs = simulate_grid(p, i, dt, y0)
             else:
                 vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=k)
-            out.append(((vs - v) / sig)[skips[j]:])
+            out.append((vs - v) / sig)
         return jnp.concatenate(out)
 
     if nudged:
@@ -122,14 +120,19 @@ def _draws(spec, theta, key, n, spread, only=None):
     return spec.clip(theta + offsets * width).at[0].set(theta)
 
 
+def _kinetics(spec, base):
+    """Per optimiser coordinate: a free field the linear estimate cannot reach (e.g. V_T)."""
+    lin = linear_fields(base)
+    return [k < len(spec.names) and spec.names[k] not in lin for k in range(len(spec))]
+
+
 def _linear_starts(spec, base, data, dts, theta_guess, key, n_starts, spread):
     """Starts from the linear estimate: `[guess, linear(guess)]`, and when some free fields
     are outside the estimate's reach (kinetics such as V_T), also the linear estimate at the
     3 best of `4 * n_starts` draws of those fields around the guess: each draw's
     conductances, leak and C are the best linear fit for its kinetics (a variable
     projection), and the draws are ranked by that fit's misfit."""
-    lin = linear_fields(base)
-    other = [k < len(spec.names) and spec.names[k] not in lin for k in range(len(spec))]
+    other = _kinetics(spec, base)
     if not any(other):
         return jnp.stack([theta_guess, _linear_theta(spec, base, data, dts, theta_guess)])
     draws = _draws(spec, theta_guess, key, 4 * n_starts, spread, only=other)
@@ -180,8 +183,7 @@ def _core(base, data, theta_guess, key, nudge_iters, redo_above, *, spec, dts, i
         return dict(lm(theta_guess, first=True, redo=False), start=theta_guess)
     elif init == "multistart":
         starts = _draws(spec, theta_guess, key, n_starts, spread)
-        lin = linear_fields(base)
-        if with_linear and any(n not in lin for n in spec.names):
+        if with_linear and any(_kinetics(spec, base)):
             # With kinetics free (fields the linear estimate cannot reach): half the draws
             # keep their values; the other half (and the guess itself, last) get the linear
             # estimate's conductances, leak and C for their kinetics.

@@ -508,6 +508,8 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
         offset += rec.num_samples
         v = np.asarray(rec.v) + res
         traces.append(Trace(rec.t, jnp.asarray(v), rec.v, rec.i_inj, jnp.asarray(-res)))
+    lag1 = _lag1(r, segments)
+    loss = float(hist[-1]) if len(hist) else float("nan")
     return FitResult(
         params=params,
         free=spec.names,
@@ -530,11 +532,10 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
         init=init,
         noise=noise,
         se_ratio=se_ratio,
-        residual_lag1=_lag1(r, segments),
+        residual_lag1=lag1,
         nuisance=spec.nuisance,
-        noise_floor=float(hist[-1]) if len(hist) else float("nan"),
-        at_noise_floor=_noise_floor_ok(float(hist[-1]) if len(hist) else np.nan,
-                                       _lag1(r, segments), int(r.size)),
+        noise_floor=loss,
+        at_noise_floor=_noise_floor_ok(loss, lag1, int(r.size)),
     )
 
 
@@ -551,13 +552,13 @@ def _stages(out, init, theta_guess):
     return stages
 
 
-def _misfit(out, n_res):
-    """Whether an LM `_core` result is above the noise floor (the escalation's trigger)."""
+def _misfit(out, segments):
+    """Whether an LM `_core` result is above the noise floor (the escalation's trigger; the
+    same test as `FitResult.at_noise_floor`, per-recording lag-1 included)."""
     if not _finite_fit(out):
         return False
     r = np.asarray(out["r"])
-    loss = float(np.sum(r * r) / n_res)
-    return not _noise_floor_ok(loss, _lag1(r, [r.size]), r.size)
+    return not _noise_floor_ok(float(np.sum(r * r) / r.size), _lag1(r, segments), r.size)
 
 
 def _better(a, b):
@@ -732,7 +733,8 @@ def fit(
         n_res = sum(int(r.num_samples) for r in recs)
         stages = _stages(out, init, theta_guess)
         used, escalated = bool(out["used"]), False
-        if escalate and fallback and init in _FALLBACK_INITS and _misfit(out, n_res):
+        segments = [int(r.num_samples) for r in recs]
+        if escalate and fallback and init in _FALLBACK_INITS and _misfit(out, segments):
             stages.append("multistart")
             # Half the starts around the first fit's start (a fit stuck in a misplaced-spike
             # minimum has often wandered far, e.g. a leak run away, from the basin it began
@@ -902,7 +904,7 @@ def fit_batch(
     stages = [_stages(o, init, theta_guess[k]) for k, o in enumerate(members)]
     escalated = [False] * size
     redo_idx = [k for k, o in enumerate(members) if escalate and fallback
-                and init in _FALLBACK_INITS and _misfit(o, n_res)]
+                and init in _FALLBACK_INITS and _misfit(o, [n_res])]
     if redo_idx:
         # The members still above the noise floor: a vmapped multi-start from each one's fit
         # (one more compiled program, built only when some member needs it).

@@ -107,14 +107,21 @@ def _columns(model, v, gates):
     return cols + [-v, jnp.ones_like(v)]
 
 
-def _start_voltage(v, dt, span=0.25):
-    """The voltage at the first sample, from a least-squares line through the first `span` ms."""
+def _head_line(v, dt, span):
+    """`(mean, slope, head)`: least-squares line through the first `span` ms of `v` (at least
+    two samples): its mean voltage, slope (mV/ms) and number of samples."""
     head = max(2, min(v.shape[0], int(round(span / dt))))
     t = jnp.arange(head, dtype=v.dtype) * dt
     y = v[:head]
     tm, ym = jnp.mean(t), jnp.mean(y)
     slope = jnp.sum((t - tm) * (y - ym)) / jnp.sum((t - tm) ** 2)
-    return ym - slope * tm
+    return ym, slope, head
+
+
+def _start_voltage(v, dt, span=0.25):
+    """The voltage at the first sample, from a least-squares line through the first `span` ms."""
+    mean, slope, head = _head_line(v, dt, span)
+    return mean - slope * 0.5 * (head - 1) * dt
 
 
 def linear_system(params, v, i_inj, dt: float, window: float = 1.0, stride: int = 4):
@@ -260,11 +267,7 @@ this (or whose current changes there) is not taken to start at rest."""
 def _rest_row(params, v, i_inj, dt, rest_window):
     """Coefficients of $u$ in $dv/dt = 0$ at rest (steady-state gates at the mean voltage of
     the first `rest_window` ms), and whether the recording starts at rest at all."""
-    head = max(2, min(v.shape[0], int(round(rest_window / dt))))
-    v_head = v[:head]
-    v_r = jnp.mean(v_head)
-    t = jnp.arange(head, dtype=v.dtype) * dt
-    slope = jnp.sum((t - t.mean()) * (v_head - v_r)) / jnp.sum((t - t.mean()) ** 2)
+    v_r, slope, head = _head_line(v, dt, rest_window)
     at_rest = (jnp.abs(slope) < _REST_SLOPE) & jnp.all(i_inj[:head] == i_inj[0])
     state = params.steady_state(v_r)
     gates = {g: getattr(state, g) for g in params.gate_names}
