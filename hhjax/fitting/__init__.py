@@ -14,6 +14,7 @@ from ._config import NUDGE_SCHEDULE as NUDGE_SCHEDULE
 from ._config import AbstractInit as AbstractInit
 from ._config import AbstractSolver as AbstractSolver
 from ._config import Auto as Auto
+from ._config import CrossEntropy as CrossEntropy
 from ._config import Guess as Guess
 from ._config import LevenbergMarquardt as LevenbergMarquardt
 from ._config import Linear as Linear
@@ -34,11 +35,27 @@ from ._linear import linear_estimate as linear_estimate
 from ._linear import linear_fields as linear_fields
 from ._linear import linear_system as linear_system
 from ._lm import levenberg_marquardt as levenberg_marquardt
+from ._objectives import AbstractObjective as AbstractObjective
+from ._objectives import LeastSquares as LeastSquares
+from ._objectives import SpikeFeatures as SpikeFeatures
+from ._objectives import SpikeTiming as SpikeTiming
+from ._objectives import SweepFeatures as SweepFeatures
+from ._objectives import crossing_times as crossing_times
+from ._objectives import data_features as data_features
+from ._objectives import stimulus_epoch as stimulus_epoch
 from ._optax import CheckpointError as CheckpointError
 from ._optax import default_optimizer as default_optimizer
 from ._plot import plot_fit as plot_fit
 from ._recording import Recording as Recording
 from ._recording import estimate_noise as estimate_noise
+from ._steps import StepSweep as StepSweep
+from ._steps import choose_training as choose_training
+from ._steps import fit_steps as fit_steps
+from ._steps import passive_start as passive_start
+from ._steps import plot_steps as plot_steps
+from ._steps import predict_steps as predict_steps
+from ._steps import simulate_step as simulate_step
+from ._steps import step_sweep as step_sweep
 
 __all__ = [
     "CheckpointError",
@@ -50,6 +67,15 @@ __all__ = [
     "NOISE_MODELS",
     "NUDGE_SCHEDULE",
     "AbstractInit",
+    "AbstractObjective",
+    "CrossEntropy",
+    "LeastSquares",
+    "SpikeFeatures",
+    "SpikeTiming",
+    "SweepFeatures",
+    "crossing_times",
+    "data_features",
+    "stimulus_epoch",
     "AbstractSolver",
     "Auto",
     "Guess",
@@ -59,6 +85,14 @@ __all__ = [
     "Nudge",
     "Optax",
     "Recording",
+    "StepSweep",
+    "choose_training",
+    "fit_steps",
+    "passive_start",
+    "plot_steps",
+    "predict_steps",
+    "simulate_step",
+    "step_sweep",
     "Trace",
     "default_optimizer",
     "estimate_noise",

@@ -18,7 +18,7 @@ from ._free import check_count, check_real
 
 __all__ = [
     "AbstractInit", "Auto", "Linear", "Guess", "Nudge", "MultiStart",
-    "AbstractSolver", "LevenbergMarquardt", "Optax", "NUDGE_SCHEDULE",
+    "AbstractSolver", "LevenbergMarquardt", "Optax", "CrossEntropy", "NUDGE_SCHEDULE",
 ]
 
 NUDGE_SCHEDULE = (30.0, 10.0, 3.0, 1.0, 0.3)
@@ -109,6 +109,33 @@ class Optax(AbstractSolver):
     min_delta: float = 1e-6
 
 
+class CrossEntropy(AbstractSolver):
+    """A derivative-free population search (the cross-entropy method) for objectives without
+    a useful gradient ([`SpikeFeatures`][], [`SpikeTiming`][]): each generation draws
+    `population` parameter vectors from a normal distribution in the fit's coordinates, scores
+    them in one vmapped call, and refits the distribution to the best `elite` fraction (its
+    spread never below 2 % of the first). `restarts` independent searches (seeds `seed`,
+    `seed + 1`, ...) run one after the other; the lowest loss wins. Then `polish_steps` Adam
+    steps (learning rate `learning_rate` per log unit or per mV) on the objective's smooth
+    part, over the free fields named in `polish` (default: all), kept only if the whole loss
+    does not get worse.
+
+    - `scale`: `{field: initial spread}`, in log units for positive fields and mV for
+      potentials; default 0.5 and 4 mV.
+    """
+
+    method = "cem"
+    population: int = 256
+    generations: int = 12
+    elite: float = 0.1
+    restarts: int = 1
+    seed: int = 0
+    scale: dict | None = None
+    polish_steps: int = 40
+    polish: tuple[str, ...] | None = None
+    learning_rate: float = 0.01
+
+
 _INITS = {c.name: c for c in (Auto, Linear, Guess, Nudge, MultiStart)}
 
 
@@ -133,15 +160,27 @@ def resolve_solver(solver, method: str) -> AbstractSolver:
             return LevenbergMarquardt()
         if method == "optax":
             return Optax()
-        raise ValueError(f"`method` must be 'lm' or 'optax', got {method!r}.")
+        if method == "cem":
+            return CrossEntropy()
+        raise ValueError(f"`method` must be 'lm', 'optax' or 'cem', got {method!r}.")
     if not isinstance(solver, AbstractSolver) or type(solver) is AbstractSolver:
         raise TypeError(
-            "`solver` must be hhjax.fitting.LevenbergMarquardt(...) or hhjax.fitting.Optax(...), "
-            f"got {type(solver).__name__}."
+            "`solver` must be hhjax.fitting.LevenbergMarquardt(...), Optax(...) or "
+            f"CrossEntropy(...), got {type(solver).__name__}."
         )
     if method not in ("lm", solver.method):
         raise ValueError(
             f"`method={method!r}` contradicts `solver={type(solver).__name__}(...)`; pass one.")
     check_count("max_iter", getattr(solver, "max_iter", 1))
     check_real("fallback_threshold", getattr(solver, "fallback_threshold", 1.0), at_least=0.0)
+    if isinstance(solver, CrossEntropy):
+        for name, low in (("population", 2), ("generations", 0), ("restarts", 1), ("seed", 0),
+                          ("polish_steps", 0)):
+            check_count(f"solver.{name}", getattr(solver, name), minimum=low)
+        elite = check_real("solver.elite", solver.elite, above=0.0)
+        if elite > 1.0:
+            raise ValueError(f"`solver.elite` must be a fraction in (0, 1], got {elite!r}.")
+        check_real("solver.learning_rate", solver.learning_rate, above=0.0)
+        for name, x in (solver.scale or {}).items():
+            check_real(f"solver.scale[{name!r}]", x, above=0.0)
     return solver

@@ -36,12 +36,22 @@ import optax
 from .._batch import _available_cores, _map_in_threads
 from .._simulate import SimulationError
 from ..models._hh import HHParams
-from ._config import NUDGE_SCHEDULE, Guess, MultiStart, Nudge, resolve_init, resolve_solver
+from . import _population
+from ._config import (
+    NUDGE_SCHEDULE,
+    CrossEntropy,
+    Guess,
+    MultiStart,
+    Nudge,
+    resolve_init,
+    resolve_solver,
+)
 from ._core import Y0_MODES, _core, _core_jit, _schedule
 from ._free import DEFAULT_FREE, FreeParams
 from ._free import check_count as _count
 from ._free import check_real as _real
 from ._linear import linear_fields
+from ._objectives import make_loss, model_trace, prepare, resolve_objective
 from ._recording import Recording
 
 __all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS", "NOISE_MODELS"]
@@ -118,6 +128,13 @@ class FitResult:
       most `1 + max(0.1, 5\\sqrt{2/n})` and the residuals white (|`residual_lag1`| < 0.1).
       `False` means: do not trust these values or their intervals before looking at the trace
       (a local minimum, a model that cannot follow the data, or a misstated $\\sigma$).
+    - `objective`: the objective's name (`"trace"`, `"features"`, `"spike-timing"`); `loss`: its
+      final value (for `"trace"`, the same as `noise_floor`). A spike objective's fit has no
+      Gauss–Newton intervals: its `stderr`, `ci`, `cov` are NaN, and its `trace` is the
+      objective's own simulation at the sample times.
+    - `details`: what a preset adds (e.g. [`fit_steps`][]: the passive start estimate and the
+      training sweep numbers, also as `.passive` and `.sweeps`; `.model` and `.history` are
+      aliases of `params` and `loss_history`).
     - `ok`: whether the model could be simulated at the returned parameters (finite residuals).
       `False` only with `throw=False` (else the fit raises): then `params` is where the fit
       gave up, not an estimate, and `sigma`, `stderr` and `trace` are not finite.
@@ -151,6 +168,29 @@ class FitResult:
     escalated: bool = False
     noise_floor: float = float("nan")
     at_noise_floor: bool = False
+    objective: str = "trace"
+    loss: float = float("nan")
+    details: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def model(self) -> eqx.Module:
+        """The fitted model (`params`; the name the step-protocol preset [`fit_steps`][] used)."""
+        return self.params
+
+    @property
+    def history(self) -> list:
+        """`loss_history` as a list (the step-protocol preset's name)."""
+        return list(np.asarray(self.loss_history))
+
+    @property
+    def passive(self) -> dict:
+        """The passive start estimate of a [`fit_steps`][] fit (`details["passive"]`)."""
+        return self.details.get("passive", {})
+
+    @property
+    def sweeps(self) -> list:
+        """The sweep numbers a [`fit_steps`][] fit trained on (`details["sweeps"]`)."""
+        return self.details.get("sweeps", [])
 
     def summary(self) -> str:
         """A small text table of values, standard errors and intervals, under a line that
@@ -162,6 +202,9 @@ class FitResult:
             verdict = ("at the noise floor" if self.at_noise_floor else
                        "NOT at the noise floor: a local minimum or a model that cannot follow "
                        "the data; check the trace before trusting these values")
+            if self.objective != "trace":
+                lines.insert(0, f"{self.objective} objective: loss {self.loss:.4g} "
+                                "(no Gauss-Newton intervals for this objective)")
             lines.insert(0, f"loss {self.noise_floor:.3g} sigma^2, residual lag-1 "
                             f"{self.residual_lag1:+.2f}: {verdict} "
                             f"(stages: {' > '.join(self.stages) or 'n/a'})")
@@ -535,6 +578,7 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
         residual_lag1=lag1,
         nuisance=spec.nuisance,
         noise_floor=loss,
+        loss=loss,
         at_noise_floor=_noise_floor_ok(loss, lag1, int(r.size)),
     )
 
@@ -574,6 +618,7 @@ def fit(
     free: Sequence[str] = DEFAULT_FREE,
     params0: eqx.Module | None = None,
     *,
+    objective=None,
     init="auto",
     solver=None,
     method: str = "lm",
@@ -610,6 +655,12 @@ def fit(
     - `free`: names of the fields to fit. Default `("g_na", "g_k", "g_l", "e_l", "c_m")`.
     - `params0`: the model supplying the fixed fields and, where used, the starting guess
       (default [`hhjax.HHParams`][]`()`).
+    - `objective`: what is minimised: [`LeastSquares`][] (default, the whole trace),
+      [`SpikeFeatures`][] or [`SpikeTiming`][] (or their names `"trace"`, `"features"`,
+      `"spike-timing"`). The spike objectives are solved by [`CrossEntropy`][] (the default
+      solver for them) from `params0` (`init` `"auto"` or `"guess"`), start each recording at
+      rest under its first current sample, and report no intervals; the arguments below that
+      belong to the trace solvers do not apply to them.
     - `init`: the start. `"auto"` (default): the linear estimate, or `params0` if that fits the
       data better; `"linear"`: the linear estimate (needs no guess; HH models); `"guess"`:
       `params0` (if the model cannot be simulated there, the lowest-loss of `n_starts` draws
@@ -678,6 +729,14 @@ def fit(
     A [`FitResult`][]: `.params`, `.stderr`, `.ci`, `.loss_history`, `.trace`, ...
     """
     recs = _as_recordings(recordings)
+    objective = resolve_objective(objective)
+    if objective.name != "trace":
+        return _fit_spikes(recs, free, params0, objective, init, solver, method, bounds,
+                           transforms, y0, progress, callback, throw)
+    if isinstance(solver, CrossEntropy) or method == "cem":
+        raise ValueError(
+            "the trace objective (LeastSquares) is solved by LevenbergMarquardt or Optax; "
+            "CrossEntropy serves objective=SpikeFeatures() or SpikeTiming().")
     init, method, kw = _resolve(init, solver, method)
     (max_iter, nudges, fallback, fallback_threshold, escalate, n_starts, spread, seed,
      optimizer, steps, clip, patience, min_delta) = _override(
@@ -776,6 +835,101 @@ def fit(
     if ok:
         _warn_if_correlated([res], noise)
     return res
+
+
+def _fit_spikes(recs, free, params0, objective, init, solver, method, bounds, transforms, y0,
+                progress, callback, throw):
+    """[`fit`][] with a spike objective: the cross-entropy search and its polish."""
+    if solver is None and method in ("lm", "cem"):
+        solver = CrossEntropy()
+    if not isinstance(solver, CrossEntropy):
+        raise ValueError(
+            f"objective={type(objective).__name__}() is solved by CrossEntropy(...) (spike "
+            "counts leave no useful gradient for LevenbergMarquardt or Optax; its polish "
+            f"follows the gradient where there is one); got solver={solver!r}, "
+            f"method={method!r}.")
+    solver = resolve_solver(solver, "cem")
+    init = init if isinstance(init, str) else resolve_init(init).name
+    if init not in ("auto", "guess"):
+        raise ValueError(
+            f"objective={type(objective).__name__}() starts from `params0` (init 'auto' or "
+            f"'guess'); got init={init!r}.")
+    if y0 == "data":
+        raise ValueError(
+            "the spike objectives start each recording at rest under its first current "
+            "sample; y0='data' does not apply (leave `y0` out).")
+    params0 = _check_common(recs, free, params0, "guess", "lm", "rest")
+    spec = FreeParams.make(free, params0, transforms, bounds)
+    _check_start(spec, params0)
+    preps = prepare(objective, recs)
+    dtype = jnp.result_type(params0.dtype, float)
+    theta0 = spec.clip(spec.to_theta(spec.values(params0).astype(dtype)))
+    loss, smooth = make_loss(objective, preps, spec, params0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=solver.restarts * solver.generations, desc="cross-entropy",
+                   unit="gen")
+
+    def report(step, total, best):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{best:.4g}")
+        if callback is not None:
+            callback(step, best, None)
+
+    t_start = time.perf_counter()
+    try:
+        theta, best, hist, collapsed = _population.cross_entropy(loss, spec, theta0, solver,
+                                                                 report)
+    finally:
+        if bar is not None:
+            bar.close()
+    stages = ["guess", "cem"]
+    if np.isfinite(best):
+        theta, best, taken = _population.polish(loss, smooth, spec, theta, best, solver)
+        if taken:
+            stages.append("polish")
+    wall = time.perf_counter() - t_start
+    ok = bool(np.isfinite(best))
+    if not ok:
+        message = (
+            f"fit: none of the {solver.restarts * solver.generations * solver.population} "
+            f"models searched with objective={type(objective).__name__}() could be simulated on "
+            "every recording (the voltage is not finite: e.g. a model with no rest state, such "
+            "as one without any conductance). Check `params0` and `free`, or lower "
+            f"`objective.dt` (now {preps[0].dt} ms).")
+        if throw:
+            raise SimulationError(message)
+        warnings.warn(message, stacklevel=3)
+    params = spec.apply(theta, params0)
+    traces, res = [], []
+    for rec, prep in zip(recs, preps):
+        v = model_trace(params, prep, np.asarray(rec.t) - float(rec.t[0])) if ok else \
+            np.full(rec.num_samples, np.nan)
+        r = np.asarray(rec.v) - v
+        res.append(r / rec.sigma)
+        traces.append(Trace(rec.t, jnp.asarray(v), rec.v, rec.i_inj, jnp.asarray(r)))
+    r_all = np.concatenate(res)
+    segments = [rec.num_samples for rec in recs]
+    floor = float(np.mean(r_all * r_all)) if ok else float("nan")
+    lag1 = _lag1(r_all, segments) if ok else float("nan")
+    x = np.asarray(spec.to_natural(theta), dtype=np.float64)
+    n = len(spec.names)
+    nan = float("nan")
+    return FitResult(
+        params=params, free=spec.names, values=dict(zip(spec.names, map(float, x))),
+        stderr=dict.fromkeys(spec.names, nan), ci={k: (nan, nan) for k in spec.names},
+        cov=np.full((n, n), nan), corr=np.full((n, n), nan), poorly_identified=(),
+        condition_number=nan, sigma=float(np.mean([rec.sigma for rec in recs])),
+        loss_history=np.asarray(hist, dtype=np.float64),
+        trace=traces[0] if len(traces) == 1 else traces,
+        start=params0, n_iter=len(hist), converged=bool(collapsed and ok), wall_time=wall,
+        method="cem", init=init, residual_lag1=lag1, ok=ok, stages=tuple(stages),
+        noise_floor=floor, at_noise_floor=ok and _noise_floor_ok(floor, lag1, r_all.size),
+        objective=objective.name, loss=float(best),
+    )
 
 
 _batch_cache: dict = {}

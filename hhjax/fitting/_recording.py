@@ -70,7 +70,8 @@ class Recording(eqx.Module):
       are that small.
 
     **Fields** (after conversion): `t` (ms), `v` (mV), `i_inj` (µA/cm²), `sigma` (mV), `dt` (ms),
-    `metadata`.
+    `metadata`, `area` (cm², the area an absolute current was converted with; `None` for a
+    density).
 
     Bad input raises `ValueError` naming the argument: mismatched lengths, non-finite samples,
     times that are not strictly increasing or not uniform (to the resolution of their dtype:
@@ -84,6 +85,7 @@ class Recording(eqx.Module):
     sigma: float = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     metadata: dict = eqx.field(static=True)
+    area: float | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -218,6 +220,9 @@ class Recording(eqx.Module):
         self.sigma = sigma
         self.dt = dt
         self.metadata = dict(metadata or {})
+        # The area an absolute current was converted with (None for densities): objectives
+        # that fit a model's own `area` rescale the current by area / model.area.
+        self.area = float(area) if i_units in _I_ABSOLUTE else None
 
     @property
     def t0(self) -> float:

@@ -7,8 +7,9 @@ Units: mV, ms, mS/cm², µF/cm², µA/cm²; membrane area in cm².
 - `_hh`: [`hhjax.HHParams`][] = HH Na + HH K + leak, with its fused fast step.
 - `_cortical`: [`Pospischil`][], the cortical family of Pospischil et al. (2008).
 - `_membrane`: [`Membrane`][], any composition of channels a user chooses.
-- `_stepper`, `_protocol`: fixed-grid integration and the step-protocol fitting preset
-  (loaded on first use).
+- `_stepper`: fixed-grid exponential-Euler integration (loaded on first use). The
+  step-protocol fitting preset (`fit_steps`, `step_sweep`, ...) lives in `hhjax.fitting` and is
+  aliased here.
 
 Every model is accepted by every hhjax entry point (`simulate`, `simulate_batch`,
 `spike_times_adaptive`, `rest_state`, `steady_state`, `currents`, `fi_curve`, `hhjax.plot`,
@@ -38,7 +39,8 @@ from ._hh import HHState as HHState
 from ._membrane import Membrane as Membrane
 from ._membrane import MembraneState as MembraneState
 
-# The step-protocol preset imports the simulator, which imports the models: loaded on first use.
+# The step-protocol preset lives in hhjax.fitting (it is a preset of hhjax.fitting.fit); these
+# names stay here as aliases, loaded on first use (the fitting package imports the models).
 _LAZY = {
     **dict.fromkeys(
         (
@@ -55,7 +57,7 @@ _LAZY = {
             "simulate_step",
             "step_sweep",
         ),
-        "._protocol",
+        "..fitting._steps",
     ),
     **dict.fromkeys(("exp_euler_step", "integrate"), "._stepper"),
 }

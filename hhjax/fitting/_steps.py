@@ -1,10 +1,13 @@
-"""Fit a cortical model to a multi-sweep step protocol of a real cell, then predict other sweeps.
+"""The step-protocol preset: fit a cortical model to a multi-sweep step protocol of a real cell,
+then predict the other sweeps. [`fit_steps`][] is a thin preset over [`fit`][]: the
+[`SpikeFeatures`][] objective, the [`CrossEntropy`][] solver, and a passive start read off a
+subthreshold sweep.
 
 Units: ms, mV, pA (recorded currents), µA/cm² (model), cm² (area).
 
 Why this loss and this optimiser. Trace-level least squares on spiking sweeps of a real cell
 is hopeless: a spike 1 ms early costs as much as no spike at all, so the loss surface is a
-field of narrow local minima. The loss therefore mixes
+field of narrow local minima. The [`SpikeFeatures`][] loss therefore mixes
 
 - **trace error where traces are comparable**: the RMS difference (in units of 0.5 mV) between
   model and data on every subthreshold training sweep, over the pre-step baseline, the
@@ -18,12 +21,12 @@ field of narrow local minima. The loss therefore mixes
 
 Counts are integers and latencies jump when a spike appears, so this loss has no useful
 gradient in the spiking parameters. They ($\\bar g_{Na}$, $\\bar g_{Kd}$, $V_T$, $\\bar g_M$,
-$\\tau_{max}$) are searched derivative-free, with the passive ones, by a cross-entropy method
+$\\tau_{max}$) are searched derivative-free, with the passive ones, by the cross-entropy method
 (a population of a few hundred cells simulated in one vmapped exponential-Euler scan per
 generation; the elite's mean and spread become the next sampling distribution). The passive
 start comes from the data directly (input resistance and time constant of the subthreshold
-training sweep); finally the passive parameters are refined by gradient descent (Optax Adam)
-on the differentiable subthreshold trace error, kept only if the full loss does not get worse.
+training sweep); finally the passive parameters are polished by Adam (Optax) on the
+differentiable subthreshold trace error, kept only if the full loss does not get worse.
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._simulate import SimulationError
-from ._cortical import Pospischil
-from ._stepper import integrate
+from ..models._cortical import Pospischil
+from ..models._stepper import integrate
+from ._config import CrossEntropy, Guess
+from ._fit import FitResult, fit
+from ._objectives import SpikeFeatures, SweepFeatures, data_features
+from ._recording import Recording
 
 __all__ = [
     "StepSweep",
@@ -59,8 +64,9 @@ __all__ = [
 
 FREE = ("area", "g_l", "e_l", "g_na", "g_kd", "v_t", "g_m", "tau_max")
 """The parameters the step-protocol fit frees (others stay at the model's values)."""
-_LOG = {"area", "g_l", "g_na", "g_kd", "g_m", "tau_max", "g_h"}
-_SS_WINDOW = 100.0  # ms at the end of the step averaged for the steady-state voltage
+SCALE = {"area": 0.3, "g_l": 0.3, "e_l": 4.0, "g_na": 0.7, "g_kd": 0.8, "v_t": 6.0, "g_m": 1.0,
+         "tau_max": 0.7}
+"""The search's initial spread per field (log units; mV for potentials); others 0.5."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,48 +118,6 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepFeatures:
-    """Features of one step sweep: `rest` (mV, pre-step mean), `steady` (mV, mean of the last
-    100 ms of the step), `count` (0-mV upward crossings from step onset to window end),
-    `latency` (ms from onset to the first spike, nan if none), `isi` (mean ISI in ms, nan if
-    fewer than two spikes). A crossing counts only after the voltage fell below -3 mV since
-    the previous one (noise on a depolarisation-block plateau is not a spike)."""
-
-    rest: float
-    steady: float
-    count: int
-    latency: float
-    isi: float
-
-
-def _crossing_times(t, v, rearm: float = -3.0):
-    """Upward 0-mV crossings, each counted only after `v` fell below `rearm` mV again, so that
-    recording noise on a plateau near 0 mV (depolarisation block) is not counted as spikes."""
-    k = np.flatnonzero((v[:-1] < 0.0) & (v[1:] >= 0.0))
-    below = np.flatnonzero(v < rearm)
-    keep, last = [], -1
-    for j in k:
-        if not keep or (below.size and np.any((below > last) & (below <= j))):
-            keep.append(j)
-            last = j
-    k = np.asarray(keep, dtype=int)
-    return t[k] + (0.0 - v[k]) * (t[k + 1] - t[k]) / (v[k + 1] - v[k])
-
-
-def data_features(t, v, t_on, t_off) -> SweepFeatures:
-    """[`SweepFeatures`][] of a trace `v` (mV) at times `t` (ms), step on `[t_on, t_off)`."""
-    t, v = np.asarray(t), np.asarray(v)
-    spikes = _crossing_times(t, v)
-    spikes = spikes[spikes >= t_on]
-    rest = float(np.mean(v[t < t_on]))
-    sel = (t >= t_off - _SS_WINDOW) & (t < t_off)
-    steady = float(np.mean(v[sel]))
-    latency = float(spikes[0] - t_on) if spikes.size else math.nan
-    isi = float(np.mean(np.diff(spikes))) if spikes.size > 1 else math.nan
-    return SweepFeatures(rest, steady, int(spikes.size), latency, isi)
-
-
 # ---------------------------------------------------------------------------- simulation
 def _grid(sweep: StepSweep, dt: float):
     steps = int(round(sweep.t[-1] / dt))
@@ -168,92 +132,6 @@ def simulate_step(model: Pospischil, sweep: StepSweep, dt: float = 0.05):
     i = jnp.asarray(mask) * sweep.amplitude * 1e-6 / model.area
     v = integrate(model, i, dt)
     return np.arange(steps + 1) * dt, np.asarray(v)
-
-
-def _model_features(v, dt, t_on, t_off, big):
-    """Spike count, latency, mean ISI (ms), steady state of a simulated trace (jnp, batched)."""
-    n = v.shape[-1]
-    t = jnp.arange(n) * dt
-    cross = (v[..., :-1] < 0.0) & (v[..., 1:] >= 0.0) & (t[:-1] >= t_on)
-    frac = jnp.clip(-v[..., :-1] / (v[..., 1:] - v[..., :-1] + 1e-12), 0.0, 1.0)
-    tc = t[:-1] + frac * dt
-    count = jnp.sum(cross, axis=-1)
-    first = jnp.min(jnp.where(cross, tc, big), axis=-1)
-    last = jnp.max(jnp.where(cross, tc, -big), axis=-1)
-    latency = first - t_on
-    isi = (last - first) / jnp.maximum(count - 1, 1)
-    sel = (t >= t_off - _SS_WINDOW) & (t < t_off)
-    steady = jnp.sum(jnp.where(sel, v, 0.0), axis=-1) / jnp.sum(sel)
-    return count, latency, isi, steady
-
-
-# ---------------------------------------------------------------------------- the loss
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    sweep: StepSweep
-    feats: SweepFeatures
-    v_grid: np.ndarray  # data voltage on the simulation grid (for trace error)
-    spiking: bool
-
-
-def _target(sweep: StepSweep, dt: float) -> _Target:
-    feats = data_features(sweep.t, sweep.v, sweep.t_on, sweep.t_off)
-    steps, _ = _grid(sweep, dt)
-    grid = np.arange(steps + 1) * dt
-    v_grid = np.interp(grid, sweep.t, sweep.v)
-    return _Target(sweep, feats, v_grid, feats.count > 0)
-
-
-def _loss_terms(model, target: _Target, dt: float):
-    """Loss of one (unbatched) model on one target sweep (see the module docstring)."""
-    sw, f = target.sweep, target.feats
-    steps, mask = _grid(sw, dt)
-    i = jnp.asarray(mask) * sw.amplitude * 1e-6 / model.area
-    v = integrate(model, i, dt)
-    big = 10.0 * (sw.t_off - sw.t_on)
-    count, latency, isi, steady = _model_features(v, dt, sw.t_on, sw.t_off, big)
-    bad = ~jnp.all(jnp.isfinite(v))
-    if not target.spiking:
-        rms = jnp.sqrt(jnp.mean((v - target.v_grid) ** 2))
-        # A model that spikes on a subthreshold sweep pays per spike on top of the trace error.
-        loss = (rms / 0.5) ** 2 + 10.0 * count**2
-    else:
-        n_d = f.count
-        loss = 10.0 * (count - n_d) ** 2
-        lat = jnp.where(count > 0, latency, sw.t_off - sw.t_on)
-        loss = loss + ((lat - f.latency) / 5.0) ** 2
-        if n_d > 1:
-            ratio = jnp.log(jnp.maximum(isi, 1e-3) / f.isi)
-            loss = loss + jnp.where(count > 1, (ratio / 0.1) ** 2, 25.0)
-        rest = v[0]
-        # The interspike plateau (`steady`) is not fitted: this model family cannot reach the
-        # depolarised plateau of the shared cells, and chasing it distorts the f-I curve.
-        loss = loss + 4.0 * (rest - f.rest) ** 2
-    # A model that cannot be simulated on this sweep has no loss: infinite, never a number
-    # that a search could take for a (poor) fit.
-    return jnp.where(bad, jnp.inf, loss)
-
-
-def _make_loss(targets: Sequence[_Target], dt: float):
-    def loss(model):
-        return sum(_loss_terms(model, tg, dt) for tg in targets)
-
-    return loss
-
-
-# ---------------------------------------------------------------------------- search
-def _pack(model, names):
-    return np.array(
-        [
-            math.log(float(getattr(model, n))) if n in _LOG else float(getattr(model, n))
-            for n in names
-        ]
-    )
-
-
-def _unpack(base: Pospischil, x, names):
-    values = {n: (jnp.exp(x[..., k]) if n in _LOG else x[..., k]) for k, n in enumerate(names)}
-    return base.replace(**values)
 
 
 def passive_start(sweep: StepSweep, c_m: float = 1.0) -> dict:
@@ -285,17 +163,11 @@ def passive_start(sweep: StepSweep, c_m: float = 1.0) -> dict:
     return dict(area=area, g_l=g_l, e_l=f.rest, r_in_mohm=r_in / 1e6, tau_ms=tau)
 
 
-@dataclasses.dataclass
-class FitResult:
-    """The outcome of [`fit_steps`][]: the fitted `model`, its `loss`, the loss `history`
-    (best per generation, restarts one after the other), the training `sweeps` used and the
-    `passive` start estimate."""
-
-    model: Pospischil
-    loss: float
-    history: list
-    sweeps: list
-    passive: dict
+def _recording(sweep: StepSweep, area: float) -> Recording:
+    """A step sweep as a [`Recording`][]: the step's current in pA, over `area` (cm²)."""
+    on = (sweep.t >= sweep.t_on) & (sweep.t < sweep.t_off)
+    return Recording(sweep.t, sweep.v, np.where(on, sweep.amplitude, 0.0), i_units="pA",
+                     area=area, metadata=dict(sweep=sweep.sweep), check_units=False)
 
 
 def fit_steps(
@@ -312,16 +184,20 @@ def fit_steps(
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> FitResult:
-    """Fit a [`Pospischil`][] model to training step sweeps (see the module docstring).
+    """Fit a [`Pospischil`][] model to training step sweeps (see the module docstring): a
+    preset of [`fit`][] with `objective=SpikeFeatures(dt=dt)` and
+    `solver=CrossEntropy(...)`, started from the passive estimate ([`passive_start`][]).
 
     **Arguments:**
 
     - `sweeps`: training [`StepSweep`][]s (≤ 3 recommended: one subthreshold, two spiking).
     - `base`: the model whose other parameters are kept (default regular spiking).
-    - `free`: the parameters searched.
+    - `free`: the parameters searched (with the default, also `g_h` when `base` has an h
+      current).
     - `dt`: simulation step (ms) of the search (exponential Euler).
     - `population`, `generations`, `elite`: cross-entropy search sizes.
-    - `refine_steps`: Adam steps of the final passive refinement (0 to skip).
+    - `refine_steps`: Adam steps of the final polish of area, g_L and E_L (those free) on the
+      subthreshold trace error (0 to skip).
     - `restarts`: independent searches (seeds `seed`, `seed + 1`, ...); the one with the
       lowest training loss is kept.
     - `seed`: random seed.
@@ -330,70 +206,34 @@ def fit_steps(
 
     **Returns:**
 
-    A [`FitResult`][]. Raises [`hhjax.SimulationError`][] when no model searched could be
-    simulated on every training sweep.
+    A [`FitResult`][] (`objective="features"`): `.params` (also `.model`), `.loss`,
+    `.loss_history` (also `.history`: best per generation, restarts one after the other),
+    `.passive` (the start estimate) and `.sweeps` (the training sweep numbers). Raises
+    [`hhjax.SimulationError`][] when no model searched could be simulated on every training
+    sweep.
     """
     sweeps, free = _check_fit_steps(sweeps, base, free, dt, population, generations, elite,
                                     refine_steps, restarts, seed, progress)
     base = Pospischil() if base is None else base
     base = base.astype(jnp.float64) if jax.config.jax_enable_x64 else base
-    targets = [_target(s, dt) for s in sweeps]
-    sub = [t for t in targets if not t.spiking]
-    passive = passive_start(sub[0].sweep, float(base.c_m)) if sub else {}
+    feats = [data_features(s.t, s.v, s.t_on, s.t_off) for s in sweeps]
+    sub = [s for s, f in zip(sweeps, feats) if f.count == 0]
+    passive = passive_start(sub[0], float(base.c_m)) if sub else {}
     start = base.replace(**{k: passive[k] for k in ("area", "g_l", "e_l") if k in passive})
     names = tuple(free)
     if tuple(free) == FREE and base.g_h.ndim == 0 and float(base.g_h) > 0:
         names = names + ("g_h",)  # a model with an h current gets its conductance fitted
-    mean = _pack(start, names)
-    scale = {
-        "area": 0.3,
-        "g_l": 0.3,
-        "e_l": 4.0,
-        "g_na": 0.7,
-        "g_kd": 0.8,
-        "v_t": 6.0,
-        "g_m": 1.0,
-        "tau_max": 0.7,
-    }
-    std = np.array([scale.get(n, 0.5) for n in names])
-    loss_fn = _make_loss(targets, dt)
-    batched = eqx.filter_jit(jax.vmap(lambda x: loss_fn(_unpack(start, x, names))))
-    n_elite = max(2, int(round(elite * population)))
-    floor = 0.02 * np.array([scale.get(n, 0.5) for n in names])
-    best_x, best_loss, history = mean.copy(), math.inf, []
-    start_mean, start_std = mean, std
-    for run in range(restarts):
-        # independent searches from the same start; the lowest training loss wins
-        rng = np.random.default_rng(seed + run)
-        mean, std = start_mean.copy(), start_std.copy()
-        run_x, run_loss = start_mean.copy(), math.inf
-        for gen in range(generations):
-            xs = mean + std * rng.standard_normal((population, len(names)))
-            xs[0] = run_x
-            losses = np.asarray(batched(jnp.asarray(xs)))
-            losses = np.where(np.isfinite(losses), losses, np.inf)
-            order = np.argsort(losses, kind="stable")
-            if losses[order[0]] < run_loss:
-                run_loss, run_x = float(losses[order[0]]), xs[order[0]].copy()
-            top = xs[order[:n_elite]]
-            mean = top.mean(axis=0)
-            std = np.maximum(top.std(axis=0), floor)
-            history.append(run_loss)
-            if progress is not None:
-                progress(run * generations + gen + 1, restarts * generations, run_loss)
-        if run_loss < best_loss:
-            best_loss, best_x = run_loss, run_x
-    if not np.isfinite(best_loss):
-        raise SimulationError(
-            f"fit_steps: none of the {restarts * generations * population} models searched "
-            "could be simulated on every training sweep (the voltage is not finite: e.g. a "
-            "`base` with no rest state, such as one without any conductance). Check `base` and "
-            f"`free`, or lower `dt` (now {dt} ms)."
-        )
-    model = _unpack(start, jnp.asarray(best_x), names)
-    if refine_steps and sub:
-        model, best_loss = _refine_passive(model, targets, sub, dt, refine_steps, best_loss)
-    return FitResult(model, float(best_loss), history, [s.sweep for s in sweeps], passive)
+    recs = [_recording(s, float(base.area)) for s in sweeps]
+    solver = CrossEntropy(population=population, generations=generations, elite=elite,
+                          restarts=restarts, seed=seed, scale=dict(SCALE),
+                          polish_steps=refine_steps,
+                          polish=tuple(n for n in ("area", "g_l", "e_l") if n in names))
+    callback = None if progress is None else (
+        lambda step, loss, _: progress(step, restarts * generations, loss))
+    res = fit(recs, names, start, objective=SpikeFeatures(dt=dt), solver=solver,
+              init=Guess(), callback=callback)
+    res.details.update(passive=passive, sweeps=[s.sweep for s in sweeps])
+    return res
 
 
 def _check_fit_steps(sweeps, base, free, dt, population, generations, elite, refine_steps,
@@ -435,34 +275,6 @@ def _check_fit_steps(sweeps, base, free, dt, population, generations, elite, ref
     if progress is not None and not callable(progress):
         raise TypeError(f"`progress` must be callable or None, got {type(progress).__name__}.")
     return list(sweeps), free
-
-
-def _refine_passive(model, targets, sub, dt, steps, best_loss):
-    import optax
-
-    names = [n for n in ("area", "g_l", "e_l") if n in model.field_names]
-    sub_loss = _make_loss(sub, dt)
-    full_loss = eqx.filter_jit(_make_loss(targets, dt))
-    x0 = jnp.asarray(_pack(model, names))
-
-    @eqx.filter_jit
-    def value_and_grad(x):
-        return jax.value_and_grad(lambda x: sub_loss(_unpack(model, x, names)))(x)
-
-    opt = optax.adam(0.01)
-    state = opt.init(x0)
-    x = x0
-    for _ in range(steps):
-        _, g = value_and_grad(x)
-        if not np.all(np.isfinite(np.asarray(g))):
-            break  # the step left the simulable region: keep what was reached (checked below)
-        update, state = opt.update(g, state)
-        x = optax.apply_updates(x, update)
-    refined = _unpack(model, x, names)
-    new_loss = float(full_loss(refined))
-    if np.isfinite(new_loss) and new_loss <= best_loss:
-        return refined, new_loss
-    return model, best_loss
 
 
 def predict_steps(model: Pospischil, sweeps: Sequence[StepSweep], dt: float = 0.05) -> list:
