@@ -2,11 +2,12 @@
 
 Reads the recording ([`hhjax.io.read`][]: ABF, NWB, CSV, NPZ), reduces every sweep to its first
 current step, fits a [`hhjax.models.Pospischil`][] model on at most three training sweeps and
-predicts all sweeps. `--objective features` (default): spike features and the subthreshold
-trace, derivative-free population search ([`hhjax.models.fit_steps`][]);
-`--objective trace`:
-the whole voltage trace of the training sweeps by Levenberg–Marquardt
-([`hhjax.fitting.fit`][], initial voltage fitted, nudging and multi-start escalation).
+predicts all sweeps, all through [`hhjax.fitting.fit`][]. `--objective features` (default):
+spike features and the subthreshold trace, cross-entropy population search
+([`hhjax.fitting.fit_steps`][]); `--objective spike-timing`: the spike times (and the
+subthreshold trace), the same search then a gradient polish; `--objective trace`: the whole
+voltage trace of the training sweeps by Levenberg–Marquardt (initial voltage fitted, nudging
+and multi-start escalation).
 Writes to `--out`:
 `params.json` (fitted parameters with units), `fit.png` (data vs model per sweep),
 `predictions.json` and `report.md`. Exit codes: 0 done, 1 the fit failed, 2 bad input.
@@ -25,7 +26,7 @@ from ._cli_args import int_at_least, output_folder_problem
 
 __all__ = ["add_parser", "run", "OBJECTIVES", "TRACE_FREE"]
 
-OBJECTIVES = ("features", "trace")
+OBJECTIVES = ("features", "trace", "spike-timing")
 """The objectives `hhjax fit --objective` reaches."""
 
 TRACE_FREE = ("g_na", "g_kd", "g_m", "g_l", "e_l", "v_t", "c_m")
@@ -104,7 +105,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         choices=OBJECTIVES,
         default="features",
         help="features: spike features + subthreshold trace, population search (default); "
-        "trace: the whole voltage trace by Levenberg-Marquardt (hhjax.fitting.fit)",
+        "spike-timing: spike times + subthreshold trace, population search and gradient "
+        "polish; trace: the whole voltage trace by Levenberg-Marquardt (hhjax.fitting.fit)",
     )
     p.add_argument(
         "--channel", type=int_at_least(0), default=0, help="ABF voltage channel (default 0)"
@@ -246,15 +248,18 @@ def run(args: argparse.Namespace) -> int:
     if args.objective == "trace":
         return _trace_fit(args, path, out, base, sweeps, train, t0)
     try:
-        result = models.fit_steps(
-            train,
-            base=base,
-            generations=generations,
-            population=population,
-            restarts=args.restarts,
-            seed=args.seed,
-            progress=progress,
-        )
+        if args.objective == "spike-timing":
+            result = _timing_fit(base, train, generations, population, args, progress)
+        else:
+            result = models.fit_steps(
+                train,
+                base=base,
+                generations=generations,
+                population=population,
+                restarts=args.restarts,
+                seed=args.seed,
+                progress=progress,
+            )
     except Exception as err:  # report any numerical failure as a failed fit
         bar.close()
         if "refine" in stage:
@@ -362,28 +367,33 @@ def _report(args, path, out, sweeps, train, result, elapsed, population, generat
 def _how(args, population, generations):
     if args.objective == "trace":
         return "trace objective, Levenberg-Marquardt (hhjax.fitting.fit)"
-    return f"search {population} x {generations}"
+    return f"{args.objective} objective, search {population} x {generations}"
 
 
-class _TraceResult:
-    """What `_report` reads from a fit: the fitted model and its loss."""
+def _timing_fit(base, train, generations, population, args, progress):
+    """`--objective spike-timing`: the step preset's start, fields and search, on spike times."""
+    from . import fitting as hf
+    from .fitting import _steps
 
-    def __init__(self, model, loss):
-        self.model, self.loss = model, loss
+    quiet = [s for s in train if hf.data_features(s.t, s.v, s.t_on, s.t_off).count == 0]
+    start = base
+    if quiet:
+        passive = hf.passive_start(quiet[0], float(base.c_m))
+        start = base.replace(**{k: passive[k] for k in ("area", "g_l", "e_l")})
+    solver = hf.CrossEntropy(population=population, generations=generations,
+                             restarts=args.restarts, seed=args.seed, scale=dict(_steps.SCALE),
+                             polish_steps=40)
+    total = generations * args.restarts
+    recs = [hf.step_recording(s, float(base.area)) for s in train]
+    return hf.fit(recs, _steps.FREE, start, objective=hf.SpikeTiming(dt=0.1), solver=solver,
+                  callback=lambda step, loss, _: progress(step, total, loss))
 
 
 def _trace_fit(args, path, out, base, sweeps, train, t0):
     """`--objective trace`: fit `TRACE_FREE` to the training sweeps' whole traces."""
-    import numpy as np
-
     from . import fitting as hf
 
-    recs = []
-    for sw in train:
-        t = np.asarray(sw.t, dtype=np.float64)
-        i_pa = np.where((t >= sw.t_on) & (t < sw.t_off), float(sw.amplitude), 0.0)
-        recs.append(hf.Recording(t, np.asarray(sw.v), i_pa, i_units="pA",
-                                 area=float(base.area)))
+    recs = [hf.step_recording(sw, float(base.area)) for sw in train]
     stage = _Stage(args.quiet, f"trace fit of {', '.join(TRACE_FREE)} on {len(recs)} sweeps "
                                "(Levenberg-Marquardt; one compiled loop, no progress inside)")
     try:
@@ -396,5 +406,4 @@ def _trace_fit(args, path, out, base, sweeps, train, t0):
                f"{'at' if res.at_noise_floor else 'NOT at'} the noise floor, "
                f"stages {' > '.join(res.stages)}")
     elapsed = time.perf_counter() - t0
-    return _report(args, path, out, sweeps, train, _TraceResult(res.params, res.noise_floor),
-                   elapsed, 0, 0)
+    return _report(args, path, out, sweeps, train, res, elapsed, 0, 0)

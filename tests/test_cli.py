@@ -407,3 +407,36 @@ def test_fit_trace_objective_recovers_a_synthetic_cell(tmp_path, capsys):
         # One sweep and 0.3 mV of noise: a few per cent (this checks the route, not the
         # precision the protocol study measures).
         assert abs(fitted / float(getattr(truth, name)) - 1) < 0.05, (name, fitted)
+
+
+def test_fit_spike_timing_objective_route(tmp_path, capsys):
+    """`hhjax fit --objective spike-timing` runs the engine's spike-timing objective (the step
+    preset's start, fields and search, then the gradient polish) and reports it; on its
+    training sweep the fitted cell fires the recorded number of spikes, within one."""
+    import json
+
+    import hhjax
+    from hhjax.models import Pospischil
+
+    truth = Pospischil.regular_spiking()
+    area = float(truth.area)
+    t = np.round(np.arange(6000) * 0.05, 10)
+    sweeps = []
+    for amp_pa in (-50.0, 250.0):
+        i = np.where((t >= 50.0) & (t < 250.0), amp_pa, 0.0)
+        traj = hhjax.simulate(truth, hhjax.Step(amp_pa * 1e-6 / area, 50.0, 250.0),
+                              float(t[-1]), ts=t, y0=truth.rest_state(0.0))
+        sweeps.append((np.asarray(traj.v) + 0.2 * np.random.default_rng(1).standard_normal(
+            t.size), i))
+    np.savez(tmp_path / "cell.npz", t=t, v=np.stack([s[0] for s in sweeps]),
+             i=np.stack([s[1] for s in sweeps]))
+    out = tmp_path / "o"
+    argv = ["fit", str(tmp_path / "cell.npz"), "--objective", "spike-timing", "--quick",
+            "--dpi", "10", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    doc = json.loads((out / "params.json").read_text())
+    assert doc["objective"] == "spike-timing" and sorted(doc["train_sweeps"]) == [0, 1]
+    rows = json.loads((out / "predictions.json").read_text())
+    spiking = [r for r in rows if r["spiking"]]
+    assert spiking and all(abs(r["count_model"] - r["count_data"]) <= 1 for r in spiking)
+    assert "spike-timing objective" in (out / "report.md").read_text()

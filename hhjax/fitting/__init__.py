@@ -55,6 +55,7 @@ from ._steps import passive_start as passive_start
 from ._steps import plot_steps as plot_steps
 from ._steps import predict_steps as predict_steps
 from ._steps import simulate_step as simulate_step
+from ._steps import step_recording as step_recording
 from ._steps import step_sweep as step_sweep
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "plot_steps",
     "predict_steps",
     "simulate_step",
+    "step_recording",
     "step_sweep",
     "Trace",
     "default_optimizer",

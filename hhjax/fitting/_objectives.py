@@ -88,9 +88,11 @@ class SpikeFeatures(AbstractObjective):
 class SpikeTiming(AbstractObjective):
     """Spike times: $\\sum_k ((t^{model}_k - t^{data}_k)/\\tau)^2$ over the recording's spikes
     in order (a model spike that is missing counts at the recording's end) plus
-    `count_weight` × (count difference)². Crossing times are interpolated between steps, so
-    the loss is differentiable in every parameter while the counts agree; solved by
-    [`CrossEntropy`][], whose polish follows that gradient.
+    `count_weight` × (count difference)²; a recording without spikes adds its whole trace,
+    (RMS difference / `trace_scale` mV)² (`None`: off), which is what pins the passive
+    parameters. Crossing times are interpolated between steps, so the loss is differentiable
+    in every parameter while the counts agree; solved by [`CrossEntropy`][], whose polish
+    follows that gradient.
 
     - `dt`: exponential-Euler step (ms); `None` (default): each recording's sampling interval.
     - `threshold`, `rearm`: spike detection (mV), as in [`SpikeFeatures`][].
@@ -103,6 +105,7 @@ class SpikeTiming(AbstractObjective):
     rearm: float = -3.0
     tau: float = 1.0
     count_weight: float = 10.0
+    trace_scale: float | None = 0.5
 
 
 OBJECTIVES = {c.name: c for c in (LeastSquares, SpikeFeatures, SpikeTiming)}
@@ -317,6 +320,8 @@ def _timing_term(obj: SpikeTiming, v, p: _Prepared):
         t_end = (v.shape[-1] - 1) * p.dt
         t_model = jnp.where(jnp.any(which, axis=-1), t_model, t_end)
         loss = loss + jnp.sum(((t_model - jnp.asarray(p.spikes)) / obj.tau) ** 2)
+    elif obj.trace_scale is not None:
+        loss = loss + jnp.mean((v - p.v_grid) ** 2) / obj.trace_scale**2
     return loss
 
 

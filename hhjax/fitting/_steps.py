@@ -60,6 +60,7 @@ __all__ = [
     "FREE",
     "plot_steps",
     "passive_start",
+    "step_recording",
 ]
 
 FREE = ("area", "g_l", "e_l", "g_na", "g_kd", "v_t", "g_m", "tau_max")
@@ -163,8 +164,9 @@ def passive_start(sweep: StepSweep, c_m: float = 1.0) -> dict:
     return dict(area=area, g_l=g_l, e_l=f.rest, r_in_mohm=r_in / 1e6, tau_ms=tau)
 
 
-def _recording(sweep: StepSweep, area: float) -> Recording:
-    """A step sweep as a [`Recording`][]: the step's current in pA, over `area` (cm²)."""
+def step_recording(sweep: StepSweep, area: float) -> Recording:
+    """A [`StepSweep`][] as a [`Recording`][]: the step's current in pA, converted over `area`
+    (cm²; a model with its own `area` field is simulated over that one, see [`SpikeFeatures`][])."""
     on = (sweep.t >= sweep.t_on) & (sweep.t < sweep.t_off)
     return Recording(sweep.t, sweep.v, np.where(on, sweep.amplitude, 0.0), i_units="pA",
                      area=area, metadata=dict(sweep=sweep.sweep), check_units=False)
@@ -223,7 +225,7 @@ def fit_steps(
     names = tuple(free)
     if tuple(free) == FREE and base.g_h.ndim == 0 and float(base.g_h) > 0:
         names = names + ("g_h",)  # a model with an h current gets its conductance fitted
-    recs = [_recording(s, float(base.area)) for s in sweeps]
+    recs = [step_recording(s, float(base.area)) for s in sweeps]
     solver = CrossEntropy(population=population, generations=generations, elite=elite,
                           restarts=restarts, seed=seed, scale=dict(SCALE),
                           polish_steps=refine_steps,
