@@ -15,6 +15,7 @@ from ._config import AbstractInit as AbstractInit
 from ._config import AbstractSolver as AbstractSolver
 from ._config import Auto as Auto
 from ._config import CrossEntropy as CrossEntropy
+from ._config import Electrode as Electrode
 from ._config import Guess as Guess
 from ._config import LevenbergMarquardt as LevenbergMarquardt
 from ._config import Linear as Linear
@@ -48,6 +49,7 @@ from ._optax import default_optimizer as default_optimizer
 from ._plot import plot_fit as plot_fit
 from ._recording import Recording as Recording
 from ._recording import estimate_noise as estimate_noise
+from ._recording import estimate_series_resistance as estimate_series_resistance
 from ._steps import StepSweep as StepSweep
 from ._steps import choose_training as choose_training
 from ._steps import fit_steps as fit_steps
@@ -70,6 +72,8 @@ __all__ = [
     "AbstractInit",
     "AbstractObjective",
     "CrossEntropy",
+    "Electrode",
+    "estimate_series_resistance",
     "LeastSquares",
     "SpikeFeatures",
     "SpikeTiming",

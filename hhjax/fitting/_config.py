@@ -18,7 +18,8 @@ from ._free import check_count, check_real
 
 __all__ = [
     "AbstractInit", "Auto", "Linear", "Guess", "Nudge", "MultiStart",
-    "AbstractSolver", "LevenbergMarquardt", "Optax", "CrossEntropy", "NUDGE_SCHEDULE",
+    "AbstractSolver", "LevenbergMarquardt", "Optax", "CrossEntropy", "Electrode",
+    "NUDGE_SCHEDULE",
 ]
 
 NUDGE_SCHEDULE = (30.0, 10.0, 3.0, 1.0, 0.3)
@@ -134,6 +135,27 @@ class CrossEntropy(AbstractSolver):
     polish_steps: int = 40
     polish: tuple[str, ...] | None = None
     learning_rate: float = 0.01
+
+
+class Electrode(eqx.Module):
+    """The recording model: what lies between the cell and the recorded voltage, fitted beside
+    the cell's parameters (each a nuisance coordinate shared by the recordings of a fit).
+
+    - `series_resistance`: an uncompensated (or over-compensated: negative) bridge adds
+      $R_s I$ to the recorded voltage, a jump at every current step. Coordinate `rho_s`
+      (kΩ·cm²: $R_s$ times the recording's area, so that $\\rho_s i$ with $i$ in µA/cm² is
+      mV), started from the jumps at the current's steps ([`estimate_series_resistance`][]);
+      [`FitResult`][]`.electrode` gives it in MΩ for recordings read in pA or nA.
+    - `offset`: a constant voltage offset `v_offset` (mV; a liquid-junction potential). It
+      trades against every potential of the model; free it only with them fixed.
+    - `holding`: a constant holding current `i_hold` (µA/cm², reported in pA where the area
+      is known) added to the recorded one, which the cell receives but the bridge does not
+      show (a current channel that misses it).
+    """
+
+    series_resistance: bool = True
+    offset: bool = False
+    holding: bool = False
 
 
 _INITS = {c.name: c for c in (Auto, Linear, Guess, Nudge, MultiStart)}

@@ -34,23 +34,46 @@ def _initial_state(params, v, i, y0_mode, v0=None):
     return params.steady_state(v[0])
 
 
+ELECTRODE = ("rho_s", "v_offset", "i_hold")
+"""The recording model's coordinates (see [`Electrode`][]): the uncompensated series
+resistance times the recording's area (kΩ·cm², so that $\\rho_s\\, i$ in µA/cm² is mV), a
+voltage offset (mV) and a holding current (µA/cm²)."""
+
+
+def _electrode(spec, theta):
+    """`(rho_s, v_offset, i_hold)` at `theta`; 0 for those not fitted."""
+    nv = spec.nuisance_values(theta) if spec.nuisance else None
+    return tuple(nv[..., spec.nuisance.index(n)] if n in spec.nuisance else 0.0
+                 for n in ELECTRODE)
+
+
+def _cell_side(spec, theta, v, i):
+    """The recording as the cell sees it: its membrane voltage $v - \\rho_s i - v_{off}$ (the
+    bridge error and offset removed) and its current $i + i_{hold}$."""
+    rho, off, hold = _electrode(spec, theta)
+    return v - rho * i - off, i + hold
+
+
 def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
     """$\\theta \\mapsto$ concatenated $(v_{sim} - v_{obs})/\\sigma$ over all recordings; with
     `nudged`, $(\\theta, k) \\mapsto$ the same with nudging strength $k$ (exactly the plain
-    residuals at $k = 0$). With `y0_mode="fit"` the last coordinates of $\\theta$ are each
-    recording's initial voltage (`spec.nuisance`)."""
+    residuals at $k = 0$). With `y0_mode="fit"` the first nuisance coordinates of $\\theta$
+    are each recording's initial (membrane) voltage; with a recording model ([`Electrode`][])
+    the observed voltage is $v_{sim} + \\rho_s i + v_{off}$ and the cell receives
+    $i + i_{hold}$."""
 
     def residual(theta, k=None):
         p = spec.apply(theta, base)
         v0s = spec.nuisance_values(theta) if y0_mode == "fit" else None
         out = []
         for j, ((v, i, sig), dt) in enumerate(zip(data, dts)):
-            y0 = _initial_state(p, v, i, y0_mode, None if v0s is None else v0s[j])
+            v_cell, i_cell = _cell_side(spec, theta, v, i)
+            y0 = _initial_state(p, v_cell, i_cell, y0_mode, None if v0s is None else v0s[j])
             if k is None:
-                vs = simulate_grid(p, i, dt, y0)
+                vs = simulate_grid(p, i_cell, dt, y0)
             else:
-                vs = simulate_grid(p, i, dt, y0, v_obs=v, nudge=k)
-            out.append((vs - v) / sig)
+                vs = simulate_grid(p, i_cell, dt, y0, v_obs=v_cell, nudge=k)
+            out.append((vs - v_cell) / sig)
         return jnp.concatenate(out)
 
     if nudged:
@@ -81,8 +104,8 @@ def _linear_theta_misfit(spec, base, data, dts, fallback_theta):
     # The kinetics (free fields the estimate does not cover, e.g. a threshold V_T) come from
     # `fallback_theta`: the estimate is the best linear fit given them.
     model = spec.apply(fallback_theta, base)
-    est, misfit = linear_misfit_arrays(model, [(v, i, dt) for (v, i, _), dt in zip(data, dts)],
-                                       names)
+    arrays = [(*_cell_side(spec, fallback_theta, v, i), dt) for (v, i, _), dt in zip(data, dts)]
+    est, misfit = linear_misfit_arrays(model, arrays, names)
     x = spec.values(est, spec.nuisance_values(fallback_theta) if spec.nuisance else None)
     x = x.astype(fallback_theta.dtype)
     is_log = jnp.asarray([t == "log" for t in spec.transforms])

@@ -40,19 +40,20 @@ from . import _population
 from ._config import (
     NUDGE_SCHEDULE,
     CrossEntropy,
+    Electrode,
     Guess,
     MultiStart,
     Nudge,
     resolve_init,
     resolve_solver,
 )
-from ._core import Y0_MODES, _core, _core_jit, _schedule
+from ._core import ELECTRODE, Y0_MODES, _core, _core_jit, _schedule
 from ._free import DEFAULT_FREE, FreeParams
 from ._free import check_count as _count
 from ._free import check_real as _real
 from ._linear import linear_fields
 from ._objectives import make_loss, model_trace, prepare, resolve_objective
-from ._recording import Recording
+from ._recording import Recording, onset_jumps
 
 __all__ = ["FitResult", "Trace", "fit", "fit_batch", "INITS", "NOISE_MODELS"]
 
@@ -132,6 +133,10 @@ class FitResult:
       final value (for `"trace"`, the same as `noise_floor`). A spike objective's fit has no
       Gauss–Newton intervals: its `stderr`, `ci`, `cov` are NaN, and its `trace` is the
       objective's own simulation at the sample times.
+    - `electrode`: with a recording model ([`Electrode`][]), its fitted values and standard
+      errors: `rho_s` (kΩ·cm²), `v_offset` (mV), `i_hold` (µA/cm²), each with `_se`, and
+      `r_s_mohm`, `i_hold_pA` where the recordings were read in absolute units (their
+      `area`); `{}` without one. The same coordinates are in `values`, `stderr`, `ci`.
     - `details`: what a preset adds (e.g. [`fit_steps`][]: the passive start estimate and the
       training sweep numbers, also as `.passive` and `.sweeps`; `.model` and `.history` are
       aliases of `params` and `loss_history`).
@@ -171,6 +176,7 @@ class FitResult:
     objective: str = "trace"
     loss: float = float("nan")
     details: dict = dataclasses.field(default_factory=dict)
+    electrode: dict = dataclasses.field(default_factory=dict)
 
     @property
     def model(self) -> eqx.Module:
@@ -208,6 +214,10 @@ class FitResult:
             lines.insert(0, f"loss {self.noise_floor:.3g} sigma^2, residual lag-1 "
                             f"{self.residual_lag1:+.2f}: {verdict} "
                             f"(stages: {' > '.join(self.stages) or 'n/a'})")
+        e = self.electrode
+        if "r_s_mohm" in e:
+            lines.insert(1 if self.ok else 0,
+                         f"electrode: R_s {e['r_s_mohm']:.3g} ± {e['r_s_mohm_se']:.2g} MOhm")
         for n in (*self.free, *self.nuisance):
             lo, hi = self.ci[n]
             flag = "  (poorly identified)" if n in self.poorly_identified else ""
@@ -449,6 +459,61 @@ def _with_initial_voltages(spec, recs, y0):
     return spec.with_nuisance(names), np.asarray([float(r.v[0]) for r in recs])
 
 
+_ELECTRODE_BOUNDS = {"rho_s": (-1e3, 1e3), "v_offset": (-50.0, 50.0), "i_hold": (-1e3, 1e3)}
+"""Bounds of the recording model's coordinates (kΩ·cm², mV, µA/cm²): wide, only to keep a
+lost fit finite."""
+
+
+def _with_electrode(spec, recs, electrode, v0):
+    """`(spec, nuisance start)`: `spec` with the recording model's coordinates appended
+    (`rho_s` started from the jumps at the current's steps, the others at 0), and the
+    start of every nuisance coordinate (initial voltages less the start's bridge error)."""
+    if electrode is None:
+        return spec, v0
+    if not isinstance(electrode, Electrode):
+        raise TypeError(f"`electrode` must be hhjax.fitting.Electrode(...) or None, got "
+                        f"{type(electrode).__name__}.")
+    flags = (electrode.series_resistance, electrode.offset, electrode.holding)
+    names = tuple(n for n, on in zip(ELECTRODE, flags) if on)
+    if not names:
+        return spec, v0
+    start = []
+    rho = 0.0
+    if electrode.series_resistance:
+        jumps = [onset_jumps(r.v, r.i_inj, r.dt) for r in recs]
+        edges = sum(e for _, e in jumps)
+        if edges == 0:
+            raise ValueError(
+                "`electrode`: series_resistance=True, but the recordings' currents never step, "
+                "so R_s cannot be told from the membrane; use Electrode(series_resistance="
+                "False) or recordings with current steps.")
+        rho = sum(x * e for x, e in jumps) / edges
+        start.append(rho)
+    start += [0.0] * (len(names) - len(start))
+    for n in names:
+        spec = spec.with_nuisance((n,), *_ELECTRODE_BOUNDS[n])
+    if v0 is not None:
+        v0 = np.asarray([float(x) - rho * float(r.i_inj[0]) for x, r in zip(v0, recs)])
+    return spec, np.concatenate([[] if v0 is None else v0, start])
+
+
+def _electrode_report(res, recs):
+    """`FitResult.electrode`: the recording model's values and standard errors, in MΩ and pA
+    where the recordings' area is known."""
+    out = {}
+    area = recs[0].area if all(r.area == recs[0].area for r in recs) else None
+    for n in ELECTRODE:
+        if n not in res.values:
+            continue
+        x, se = res.values[n], res.stderr[n]
+        out[n], out[n + "_se"] = x, se
+        if area is not None and n == "rho_s":
+            out["r_s_mohm"], out["r_s_mohm_se"] = x / (area * 1e3), se / (area * 1e3)
+        if area is not None and n == "i_hold":
+            out["i_hold_pA"], out["i_hold_pA_se"] = x * area * 1e6, se * area * 1e6
+    return out
+
+
 def _check_start(spec, params0):
     """The free fields' starting values in `params0`: finite, and positive where fitted in log
     coordinates (a log of a non-positive value is NaN)."""
@@ -644,6 +709,7 @@ def fit(
     fallback: bool = True,
     fallback_threshold: float = 1.1,
     escalate: bool = True,
+    electrode: Electrode | None = None,
     throw: bool = True,
 ) -> FitResult:
     """Fit the free fields of a membrane model to one or several current-clamp recordings.
@@ -720,6 +786,9 @@ def fit(
       keeps the better result; `FitResult.stages` and `escalated` report it. It is a second
       compiled program, built only when a fit needs it: inside the first program it would
       be compiled (and, under `fit_batch`'s vmap, run) for every fit.
+    - `electrode`: a recording model ([`Electrode`][]: series resistance, offset, holding
+      current) fitted beside the cell, shared by the recordings; `None` (default): an ideal
+      recording. Its values are in `FitResult.electrode` (and `values`, `stderr`, `ci`).
     - `throw`: when the model cannot be simulated at any parameters the fit reaches (a
       non-finite loss from its start on), raise [`hhjax.SimulationError`][] (default); with
       `False`, warn and return the result with `ok=False`.
@@ -730,6 +799,10 @@ def fit(
     """
     recs = _as_recordings(recordings)
     objective = resolve_objective(objective)
+    if objective.name != "trace" and electrode is not None:
+        raise ValueError(
+            "`electrode`: the recording model is fitted with the trace objective "
+            "(LeastSquares) only; the spike objectives do not model it yet.")
     if objective.name != "trace":
         return _fit_spikes(recs, free, params0, objective, init, solver, method, bounds,
                            transforms, y0, progress, callback, throw)
@@ -778,7 +851,8 @@ def fit(
     ]
     dts = tuple(float(r.dt) for r in recs)
     spec, v0 = _with_initial_voltages(spec, recs, y0)
-    theta_guess = spec.clip(spec.to_theta(spec.values(params0, v0).astype(dtype)))
+    spec, nuis = _with_electrode(spec, recs, electrode, v0)
+    theta_guess = spec.clip(spec.to_theta(spec.values(params0, nuis).astype(dtype)))
     key = jax.random.PRNGKey(seed)
     t_start = time.perf_counter()
     if method == "lm":
@@ -832,6 +906,7 @@ def fit(
     res.escalated = escalated
     res.stages = tuple(stages)
     res.ok = ok
+    res.electrode = _electrode_report(res, recs)
     if ok:
         _warn_if_correlated([res], noise)
     return res
@@ -955,6 +1030,7 @@ def fit_batch(
     fallback: bool = True,
     fallback_threshold: float = 1.1,
     escalate: bool = True,
+    electrode: Electrode | None = None,
     workers: int | None = None,
     throw: bool = True,
 ) -> list[FitResult]:
@@ -1018,10 +1094,14 @@ def fit_batch(
     i = jnp.stack([r.i_inj for r in recs]).astype(dtype)
     sig = jnp.asarray([r.sigma for r in recs], dtype)
     base = params0.broadcast() if batched else params0
-    spec, _ = _with_initial_voltages(spec, recs[:1], y0)
+    spec1, v0 = _with_initial_voltages(spec, recs[:1], y0)
+    spec, _ = _with_electrode(spec1, recs[:1], electrode, v0)
     x0 = jnp.broadcast_to(spec.values(base), (len(recs), len(spec.names)))
-    if spec.nuisance:  # each recording's initial voltage starts at its first sample
-        x0 = jnp.concatenate([x0, jnp.asarray([[float(r.v[0])] for r in recs], x0.dtype)], -1)
+    if spec.nuisance:  # each recording's own start: initial voltage and electrode
+        nuis = [_with_electrode(spec1, [r], electrode,
+                                None if v0 is None else np.asarray([float(r.v[0])]))[1]
+                for r in recs]
+        x0 = jnp.concatenate([x0, jnp.asarray(np.stack(nuis), x0.dtype)], -1)
     theta_guess = spec.clip(spec.to_theta(x0.astype(dtype)))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(recs))
     iters, redo = _schedule(nudges, fallback and init in _FALLBACK_INITS, fallback_threshold,
@@ -1096,6 +1176,7 @@ def fit_batch(
         res.escalated = escalated[k]
         res.stages = tuple(stages[k])
         res.ok = ok
+        res.electrode = _electrode_report(res, [rec])
         results.append(res)
     _warn_if_correlated([r for r in results if r.ok], noise)
     return results

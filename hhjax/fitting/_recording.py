@@ -13,7 +13,7 @@ from jaxtyping import Array
 
 from ..io import _first_non_increasing, _unit_problems
 
-__all__ = ["Recording", "estimate_noise"]
+__all__ = ["Recording", "estimate_noise", "estimate_series_resistance"]
 
 _T_SCALE = {"ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3}
 _V_SCALE = {"mV": 1.0, "V": 1e3, "uV": 1e-3, "µV": 1e-3}
@@ -44,6 +44,44 @@ def estimate_noise(v) -> float:
     d2 = v[2:] - 2.0 * v[1:-1] + v[:-2]
     mad = np.median(np.abs(d2 - np.median(d2)))
     return float(1.482602218505602 * mad / np.sqrt(6.0))
+
+
+def onset_jumps(v, i, dt: float) -> tuple[float, int]:
+    """`(rho, edges)`: the least-squares slope of the voltage jumps on the current's jumps
+    (mV per unit of `i`) over the `edges` samples where the current steps by over 5 % of its
+    largest step. Each jump is the change over one sample less the membrane's own drift (the
+    slope of the two samples before). An amplifier filter that spreads the jump over more
+    than one sample makes this an underestimate; a fit refines it."""
+    v = np.asarray(v, dtype=np.float64)
+    i = np.asarray(i, dtype=np.float64)
+    di = np.diff(i)
+    big = float(np.max(np.abs(di))) if di.size else 0.0
+    if not big > 0:
+        return 0.0, 0
+    k = np.flatnonzero(np.abs(di) > 0.05 * big)  # i[k + 1] != i[k]: the step at sample k + 1
+    k = k[(k >= 2) & (k + 1 < v.size)]
+    if not k.size:
+        return 0.0, 0
+    dv = (v[k + 1] - v[k]) - (v[k] - v[k - 1])
+    return float(np.sum(dv * di[k]) / np.sum(di[k] ** 2)), int(k.size)
+
+
+def estimate_series_resistance(recording) -> float:
+    """The uncompensated series resistance (MΩ) that the voltage jumps at the current's steps
+    imply: $R_s = \\sum \\Delta V\\,\\Delta I / \\sum \\Delta I^2$ over the steps (see
+    [`Electrode`][]). Negative for an over-compensated bridge; 0 where the current never steps.
+
+    **Arguments:**
+
+    - `recording`: a [`Recording`][] read in absolute current units (pA, nA), whose `area`
+      turns its current back into pA.
+    """
+    if getattr(recording, "area", None) is None:
+        raise ValueError(
+            "estimate_series_resistance: the recording's current is a density (no `area`); "
+            "read it with i_units='pA' (or 'nA') and `area` to get R_s in MΩ.")
+    rho, _ = onset_jumps(recording.v, recording.i_inj, recording.dt)
+    return rho / (recording.area * 1e3)  # kΩ·cm² / cm² -> kΩ; / 1e3 -> MΩ
 
 
 class Recording(eqx.Module):
