@@ -91,7 +91,7 @@ class LevenbergMarquardt(AbstractSolver):
     """
 
     method = "lm"
-    max_iter: int = 40
+    max_iter: int = 100
     nudges: tuple[float, ...] = NUDGE_SCHEDULE
     fallback: bool = True
     fallback_threshold: float = 1.1
