@@ -205,8 +205,13 @@ class Recording:
         if cls is None:
             return dataclasses.replace(self, i_inj=density, i_unit=DENSITY)
         meta = dict(source=self.source, sweep=self.sweep, area_cm2=area, i_unit_file=self.i_unit)
+        # A current in pA stays one: the fitting Recording converts it over `area` and keeps
+        # the area, so a model's own area and a series resistance in MΩ can be fitted.
+        current, unit = (self.i_inj, "pA") if self.i_unit == "pA" else (density, DENSITY)
         try:
-            return cls(self.t, self.v, density, metadata=meta, check_units=self.check_units)
+            return cls(self.t, self.v, current, i_units=unit,
+                       area=area if unit == "pA" else None, metadata=meta,
+                       check_units=self.check_units)
         except ValueError as err:
             raise RecordingError(f"{self.source}: sweep {self.sweep}: {err}") from None
 
@@ -287,6 +292,7 @@ def read_abf(
     *,
     area: float | None = None,
     current: np.ndarray | None = None,
+    current_channel: int | None = None,
     check_units: bool = True,
 ) -> list[Recording]:
     """Read an Axon Binary Format (ABF1 or ABF2) current-clamp file with `pyabf`.
@@ -300,12 +306,16 @@ def read_abf(
     - `current`: the injected current (pA), shape `(samples,)` or `(sweeps, samples)`, for
       files that do not store their command waveform (e.g. gap-free files written by tools);
       default: the file's command waveform (`pyabf`'s `sweepC`).
+    - `current_channel`: an ADC channel that records the injected current (pA or nA), to use
+      instead of the command waveform: the measured current, noise and holding current
+      included (the fitting engine finds its steps, see [`hhjax.fitting.step_sweep`][]).
     - `check_units`: refuse volt-sized voltages and second-sized times (module docstring).
 
     **Returns:**
 
     A list of recordings, one per sweep. Time restarts at 0 ms in each sweep. The current is
-    the *commanded* current; bridge balance and junction potential are not in ABF files.
+    the *commanded* current (or the recorded one, with `current_channel`); bridge balance and
+    junction potential are not in ABF files (fit them: [`hhjax.fitting.Electrode`][]).
     """
     try:
         import pyabf
@@ -327,6 +337,14 @@ def read_abf(
             f"{path}: no channel {channel}; the file has {abf.channelCount} channel(s) "
             f"{list(abf.adcNames)} with units {list(abf.adcUnits)}."
         )
+    if current_channel is not None and not (
+        0 <= current_channel < abf.channelCount and current_channel != channel
+    ):
+        raise RecordingError(
+            f"{path}: `current_channel={current_channel}` must be another of the file's "
+            f"{abf.channelCount} channel(s) {list(abf.adcNames)} (units {list(abf.adcUnits)}).")
+    if current_channel is not None and current is not None:
+        raise RecordingError(f"{path}: pass `current` or `current_channel`, not both.")
     expected = abf.sweepCount * abf.sweepPointCount
     if data_shape[-1] < expected:
         raise RecordingError(
@@ -352,6 +370,15 @@ def read_abf(
         if current is not None:
             cur = np.asarray(current, dtype=np.float64)
             i_pa = cur if cur.ndim == 1 else cur[chosen.index(s)]
+        elif current_channel is not None:
+            abf.setSweep(s, channel=current_channel)
+            c_unit = abf.sweepUnitsY
+            if _unit_kind(c_unit) != "current":
+                raise RecordingError(
+                    f"{path}: `current_channel={current_channel}` has unit {c_unit!r}, not a "
+                    "current; pick the channel that records the injected current.")
+            i_pa = abf.sweepY * CURRENT_UNITS[c_unit]
+            abf.setSweep(s, channel=channel)
         else:
             c_unit = abf.sweepUnitsC
             kind = _unit_kind(c_unit)
@@ -650,6 +677,9 @@ def read_npz(
     v_unit: str | None = None,
     i_unit: str | None = None,
     area: float | None = None,
+    t_key: str = "t",
+    v_key: str = "v",
+    i_key: str = "i",
     check_units: bool = True,
 ) -> list[Recording]:
     """Read a NumPy `.npz` archive with arrays `t`, `v`, `i` (and optional unit strings).
@@ -665,6 +695,8 @@ def read_npz(
       archive that states a different unit is an error); default the archive's, else
       `"ms"`, `"mV"`, `"pA"`.
     - `area`: membrane area (cm²); when given, currents are returned in µA/cm².
+    - `t_key`, `v_key`, `i_key`: the names of the time, voltage and current arrays in the
+      archive (default `"t"`, `"v"`, `"i"`).
     - `check_units`: refuse volt-sized voltages and second-sized times (module docstring).
 
     **Returns:**
@@ -679,13 +711,15 @@ def read_npz(
         raise RecordingError(
             f"{path}: not a readable .npz archive (truncated or corrupt?): {err}"
         ) from None
-    if "i" not in data:
+    if i_key not in data:
         raise RecordingError(
-            f"{path}: no injected current: the archive has no array 'i' (it has {sorted(data)})."
+            f"{path}: no injected current: the archive has no array {i_key!r} (it has "
+            f"{sorted(data)}); name it with `i_key=`."
         )
-    for key in ("t", "v"):
+    for key, arg in ((t_key, "t_key"), (v_key, "v_key")):
         if key not in data:
-            raise RecordingError(f"{path}: no array {key!r} (it has {sorted(data)}).")
+            raise RecordingError(f"{path}: no array {key!r} (it has {sorted(data)}); name it "
+                                 f"with `{arg}=`.")
     units = {}
     for key, given, default in (
         ("t_unit", t_unit, "ms"),
@@ -707,9 +741,9 @@ def read_npz(
 
     return _to_records(
         path,
-        data["t"],
-        data["v"],
-        data["i"],
+        data[t_key],
+        data[v_key],
+        data[i_key],
         units["t_unit"],
         units["v_unit"],
         units["i_unit"],

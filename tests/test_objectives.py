@@ -158,3 +158,32 @@ def test_spike_objective_configuration_errors():
     flat = hf.Recording(ts, _recording(p, ts, np.zeros_like(i)), np.zeros_like(i))
     with pytest.raises(ValueError, match=r"`recordings\[1\]`: the injected current never"):
         hf.fit([rec, flat], free, p, objective="features")
+
+
+def test_adaptive_threshold_on_a_coarse_trace_peaking_below_zero():
+    """A regular-spiking cell sampled at 4 kHz and recorded 30 mV low (an uncorrected
+    junction potential and offset): every spike peaks below 0 mV. The fixed 0-mV threshold
+    finds none; `threshold="auto"` finds the spikes a 100-kHz trace shows at -20 mV, and a
+    features objective built on it counts them."""
+    p = Pospischil.regular_spiking().replace(e_na=5.0, g_na=80.0)
+    area = float(p.area)
+    dt = 0.25
+    ts = np.round(np.arange(int(400 / dt) + 1) * dt, 10)
+    i_pa = np.where((ts >= 50.0) & (ts < 350.0), 200.0, 0.0)
+    stim = hhjax.Sampled(ts, i_pa * 1e-6 / area, hold=True)
+    v = np.asarray(hhjax.simulate(p, stim, float(ts[-1]), ts=ts, y0=p.rest_state(0.0)).v) - 30.0
+    fine_t = np.arange(0.0, 400.0, 0.01)
+    fine = np.asarray(hhjax.simulate(p, stim, float(ts[-1]), ts=fine_t, y0=p.rest_state(0.0)).v)
+    n_true = len(hf.crossing_times(fine_t, fine, -20.0, -40.0))
+    assert n_true >= 5 and v.max() < 0.0
+    assert len(hf.crossing_times(ts, v)) == 0
+    assert len(hf.crossing_times(ts, v, "auto")) == n_true
+    thr, rearm = hf.adaptive_threshold(v)
+    assert rearm < thr < 0.0
+    rec = hf.Recording(ts, v, i_pa, i_units="pA", area=area)
+    prep = prepare(hf.SpikeFeatures(threshold="auto", dt=dt), [rec])[0]
+    assert prep.feats.count == n_true and prep.threshold == pytest.approx(thr)
+    flat = np.full(200, -65.0) + 0.2 * np.sin(np.arange(200))
+    assert len(hf.crossing_times(np.arange(200) * dt, flat, "auto")) == 0
+    with pytest.raises(ValueError, match="'auto'"):
+        hf.crossing_times(ts, v, "adaptive")

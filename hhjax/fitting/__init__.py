@@ -41,6 +41,7 @@ from ._objectives import LeastSquares as LeastSquares
 from ._objectives import SpikeFeatures as SpikeFeatures
 from ._objectives import SpikeTiming as SpikeTiming
 from ._objectives import SweepFeatures as SweepFeatures
+from ._objectives import adaptive_threshold as adaptive_threshold
 from ._objectives import crossing_times as crossing_times
 from ._objectives import data_features as data_features
 from ._objectives import stimulus_epoch as stimulus_epoch
@@ -78,6 +79,7 @@ __all__ = [
     "SpikeFeatures",
     "SpikeTiming",
     "SweepFeatures",
+    "adaptive_threshold",
     "crossing_times",
     "data_features",
     "stimulus_epoch",

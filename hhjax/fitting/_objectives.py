@@ -33,7 +33,7 @@ from ..models._stepper import integrate
 
 __all__ = [
     "AbstractObjective", "LeastSquares", "SpikeFeatures", "SpikeTiming", "SweepFeatures",
-    "data_features", "crossing_times", "stimulus_epoch",
+    "data_features", "crossing_times", "stimulus_epoch", "adaptive_threshold",
 ]
 
 
@@ -64,15 +64,17 @@ class SpikeFeatures(AbstractObjective):
     that does not spike: (RMS trace difference / `trace_scale` mV)² + `count_weight` × (model
     count)². Spikes are upward crossings of `threshold` mV; in the data a crossing counts only
     after the voltage fell below `rearm` mV since the last one (noise on a plateau is not a
-    spike). The defaults weigh 5 ms of latency, 10 % of ISI, 0.5 mV of rest and 0.5 mV RMS of
-    subthreshold trace alike, and one spike too many or too few ten times that.
+    spike). `threshold="auto"` reads both off each recording ([`adaptive_threshold`][]) and
+    uses that threshold for the model on that recording too. The defaults weigh 5 ms of
+    latency, 10 % of ISI, 0.5 mV of rest and 0.5 mV RMS of subthreshold trace alike, and one
+    spike too many or too few ten times that.
 
     - `dt`: the exponential-Euler step (ms) of the simulations.
     """
 
     name = "features"
     dt: float = 0.1
-    threshold: float = 0.0
+    threshold: float | str = 0.0
     rearm: float = -3.0
     count_weight: float = 10.0
     latency_scale: float = 5.0
@@ -101,7 +103,7 @@ class SpikeTiming(AbstractObjective):
 
     name = "spike-timing"
     dt: float | None = None
-    threshold: float = 0.0
+    threshold: float | str = 0.0
     rearm: float = -3.0
     tau: float = 1.0
     count_weight: float = 10.0
@@ -126,7 +128,11 @@ def resolve_objective(objective) -> AbstractObjective:
         w = getattr(objective, "count_weight", 0.0)
         if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
             raise ValueError(f"`objective.count_weight` must be a number >= 0, got {w!r}.")
-        if getattr(objective, "rearm", -math.inf) > getattr(objective, "threshold", 0.0):
+        threshold = getattr(objective, "threshold", 0.0)
+        if isinstance(threshold, str) and threshold != "auto":
+            raise ValueError(f"`objective.threshold` must be a number of mV or 'auto', got "
+                             f"{threshold!r}.")
+        if not isinstance(threshold, str) and getattr(objective, "rearm", -math.inf) > threshold:
             raise ValueError(
                 f"`objective.rearm` ({objective.rearm} mV) must lie below "
                 f"`objective.threshold` ({objective.threshold} mV).")
@@ -154,11 +160,37 @@ class SweepFeatures:
     ahp: float = math.nan
 
 
-def crossing_times(t, v, threshold: float = 0.0, rearm: float = -3.0) -> np.ndarray:
+SPIKE_SPAN = 20.0
+"""mV: the least rise above the median voltage that [`adaptive_threshold`][] takes for spikes."""
+
+
+def adaptive_threshold(v) -> tuple[float, float]:
+    """`(threshold, rearm)` (mV) read off a trace: halfway and a quarter of the way from its
+    median voltage to its highest sample. Spikes that peak below 0 mV (small spikes, a
+    coarsely sampled upstroke at 4–10 kHz, an offset) are still counted, and a spike must
+    fall back below the quarter before the next one counts. A trace that never rises
+    `SPIKE_SPAN` mV above its median has no spikes: the threshold is then that far above it."""
+    v = np.asarray(v, dtype=np.float64)
+    base = float(np.median(v))
+    span = max(float(np.max(v)) - base, SPIKE_SPAN)
+    return base + 0.5 * span, base + 0.25 * span
+
+
+def _detection(threshold, rearm, v):
+    if isinstance(threshold, str):
+        if threshold != "auto":
+            raise ValueError(f"`threshold` must be a number of mV or 'auto', got {threshold!r}.")
+        return adaptive_threshold(v)
+    return float(threshold), float(rearm)
+
+
+def crossing_times(t, v, threshold: float | str = 0.0, rearm: float = -3.0) -> np.ndarray:
     """Upward crossings of `threshold` (mV), linearly interpolated, each counted only after
     `v` fell below `rearm` mV since the previous one (recording noise on a plateau near the
-    threshold, e.g. in depolarisation block, is not a train of spikes)."""
+    threshold, e.g. in depolarisation block, is not a train of spikes). `threshold="auto"`:
+    both from the trace ([`adaptive_threshold`][]; `rearm` is then ignored)."""
     t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    threshold, rearm = _detection(threshold, rearm, v)
     k = np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold))
     below = np.flatnonzero(v < rearm)
     keep, last = [], -1
@@ -170,11 +202,13 @@ def crossing_times(t, v, threshold: float = 0.0, rearm: float = -3.0) -> np.ndar
     return t[k] + (threshold - v[k]) * (t[k + 1] - t[k]) / (v[k + 1] - v[k])
 
 
-def data_features(t, v, t_on, t_off, *, threshold: float = 0.0, rearm: float = -3.0,
+def data_features(t, v, t_on, t_off, *, threshold: float | str = 0.0, rearm: float = -3.0,
                   steady_window: float = 100.0) -> SweepFeatures:
     """[`SweepFeatures`][] of a trace `v` (mV) at times `t` (ms), stimulus epoch
-    `[t_on, t_off)`."""
+    `[t_on, t_off)`; spikes as in [`crossing_times`][] (`threshold="auto"` adapts to the
+    trace)."""
     t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    threshold, rearm = _detection(threshold, rearm, v)
     spikes = crossing_times(t, v, threshold, rearm)
     spikes = spikes[spikes >= t_on]
     before = t < t_on
@@ -219,6 +253,7 @@ class _Prepared(eqx.Module):
     t_off: float = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     area: float | None = eqx.field(static=True)
+    threshold: float = eqx.field(static=True)  # mV, for the data and the model alike
 
 
 def prepare(objective, recs) -> list[_Prepared]:
@@ -242,14 +277,15 @@ def prepare(objective, recs) -> list[_Prepared]:
                 raise ValueError(f"`recordings[{j}]`: {e}") from None
             t_on, t_off = 0.0, float(t[-1])
         window = getattr(objective, "steady_window", 100.0)
-        feats = data_features(t, v, t_on, t_off, threshold=objective.threshold,
-                              rearm=objective.rearm, steady_window=window)
-        spikes = crossing_times(t, v, objective.threshold, objective.rearm)
+        threshold, rearm = _detection(objective.threshold, objective.rearm, v)
+        feats = data_features(t, v, t_on, t_off, threshold=threshold, rearm=rearm,
+                              steady_window=window)
+        spikes = crossing_times(t, v, threshold, rearm)
         grid = np.arange(steps + 1) * dt
         out.append(_Prepared(
             i_rec=rec.i_inj, index=index, v_grid=np.interp(grid, t, v),
             spikes=tuple(float(s) for s in spikes), feats=feats, t_on=t_on, t_off=t_off,
-            dt=dt, area=rec.area))
+            dt=dt, area=rec.area, threshold=threshold))
     return out
 
 
@@ -277,7 +313,7 @@ def _model_spikes(v, dt, threshold):
 
 def _features_term(obj: SpikeFeatures, v, p: _Prepared):
     f = p.feats
-    t, cross, tc = _model_spikes(v, p.dt, obj.threshold)
+    t, cross, tc = _model_spikes(v, p.dt, p.threshold)
     cross = cross & (t[:-1] >= p.t_on)
     count = jnp.sum(cross)
     big = 10.0 * (p.t_off - p.t_on)
@@ -310,7 +346,7 @@ def _features_term(obj: SpikeFeatures, v, p: _Prepared):
 
 
 def _timing_term(obj: SpikeTiming, v, p: _Prepared):
-    _, cross, tc = _model_spikes(v, p.dt, obj.threshold)
+    _, cross, tc = _model_spikes(v, p.dt, p.threshold)
     count = jnp.sum(cross)
     loss = obj.count_weight * (count - len(p.spikes)) ** 2
     if p.spikes:

@@ -74,8 +74,10 @@ SCALE = {"area": 0.3, "g_l": 0.3, "e_l": 4.0, "g_na": 0.7, "g_kd": 0.8, "v_t": 6
 class StepSweep:
     """One sweep reduced to its first current step and a window around it.
 
-    **Fields:** `sweep` (number in the file), `amplitude` (pA), `t_on`, `t_off` (ms, step
-    edges within the window), `t` (ms, window times from 0), `v` (mV, recorded), `dt` (ms).
+    **Fields:** `sweep` (number in the file), `amplitude` (pA, the step above the holding
+    current), `t_on`, `t_off` (ms, step edges within the window), `t` (ms, window times from
+    0), `v` (mV, recorded), `dt` (ms), `holding` (pA, the current before the step; 0 for a
+    clean command from zero).
     """
 
     sweep: int
@@ -85,10 +87,17 @@ class StepSweep:
     t: np.ndarray
     v: np.ndarray
     dt: float
+    holding: float = 0.0
 
 
 def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSweep | None:
-    """The first non-zero current step of `recording` and the window `[on - pre, off + post]`.
+    """The first current step of `recording` and the window `[on - pre, off + post]`.
+
+    The current may be a clean command or a recorded (noisy) channel with a holding current:
+    the holding level is the median of the sweep's first 5 %, the noise level a robust
+    estimate from sample-to-sample differences, and the step is where the current departs
+    from the holding level by over 8 times that noise (any departure, for a clean command)
+    until it leaves the step's own level by as much.
 
     **Returns:** a [`StepSweep`][] (window times restart at 0), or `None` if the sweep has no
     current step. Currents are taken in pA (`recording.i_unit == "pA"`).
@@ -99,23 +108,32 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
             f"got {type(recording).__name__} with i_unit={getattr(recording, 'i_unit', None)!r}."
         )
     t, v, i = (np.asarray(x, dtype=np.float64) for x in (recording.t, recording.v, recording.i_inj))
-    edges = np.flatnonzero(np.diff(i) != 0) + 1
-    on = next((k for k in edges if i[k] != 0), None)
-    if on is None:
+    holding = float(np.median(i[: max(10, len(i) // 20)]))
+    d = np.diff(i)
+    noise = 1.482602218505602 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    scale = float(np.max(np.abs(i))) if i.size else 0.0
+    thr = max(8.0 * noise, 1e-9 * scale)
+    away = np.flatnonzero(np.abs(i - holding) > thr)
+    if not away.size:
         return None
-    later = edges[edges > on]
-    off = int(later[0]) if later.size else len(i) - 1
+    on = int(away[0])
+    level = float(np.median(i[on : on + 5]))
+    left = np.flatnonzero(np.abs(i[on:] - level) > thr)
+    off = on + int(left[0]) if left.size else len(i) - 1
+    if noise > 0:
+        level = float(np.median(i[on:off]))  # the step's level, its noise averaged out
     dt = float(t[1] - t[0])
     k0 = max(0, on - int(round(pre / dt)))
     k1 = min(len(t), off + int(round(post / dt)))
     return StepSweep(
         sweep=int(getattr(recording, "sweep", 0)),
-        amplitude=float(i[on]),
+        amplitude=level - holding,
         t_on=float(t[on] - t[k0]),
         t_off=float(t[off] - t[k0]),
         t=t[k0:k1] - t[k0],
         v=v[k0:k1],
         dt=dt,
+        holding=holding,
     )
 
 
@@ -128,10 +146,11 @@ def _grid(sweep: StepSweep, dt: float):
 
 
 def simulate_step(model: Pospischil, sweep: StepSweep, dt: float = 0.05):
-    """Simulate `model` (one cell) on the sweep's window from rest; returns `(t, v)` in ms, mV."""
+    """Simulate `model` (one cell) on the sweep's window from rest under the holding current;
+    returns `(t, v)` in ms, mV."""
     steps, mask = _grid(sweep, dt)
-    i = jnp.asarray(mask) * sweep.amplitude * 1e-6 / model.area
-    v = integrate(model, i, dt)
+    i = (sweep.holding + jnp.asarray(mask) * sweep.amplitude) * 1e-6 / model.area
+    v = integrate(model, i, dt, model.rest_state(i[0]))
     return np.arange(steps + 1) * dt, np.asarray(v)
 
 
@@ -168,7 +187,8 @@ def step_recording(sweep: StepSweep, area: float) -> Recording:
     """A [`StepSweep`][] as a [`Recording`][]: the step's current in pA, converted over `area`
     (cm²; a model with its own `area` field is simulated over that one, see [`SpikeFeatures`][])."""
     on = (sweep.t >= sweep.t_on) & (sweep.t < sweep.t_off)
-    return Recording(sweep.t, sweep.v, np.where(on, sweep.amplitude, 0.0), i_units="pA",
+    return Recording(sweep.t, sweep.v, sweep.holding + np.where(on, sweep.amplitude, 0.0),
+                     i_units="pA",
                      area=area, metadata=dict(sweep=sweep.sweep), check_units=False)
 
 
