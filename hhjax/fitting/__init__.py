@@ -51,6 +51,7 @@ from ._plot import plot_fit as plot_fit
 from ._recording import Recording as Recording
 from ._recording import estimate_noise as estimate_noise
 from ._recording import estimate_series_resistance as estimate_series_resistance
+from ._recording import response_lag as response_lag
 from ._steps import StepSweep as StepSweep
 from ._steps import choose_training as choose_training
 from ._steps import fit_steps as fit_steps
@@ -75,6 +76,7 @@ __all__ = [
     "CrossEntropy",
     "Electrode",
     "estimate_series_resistance",
+    "response_lag",
     "LeastSquares",
     "SpikeFeatures",
     "SpikeTiming",

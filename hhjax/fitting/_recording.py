@@ -13,7 +13,7 @@ from jaxtyping import Array
 
 from ..io import _first_non_increasing, _unit_problems
 
-__all__ = ["Recording", "estimate_noise", "estimate_series_resistance"]
+__all__ = ["Recording", "estimate_noise", "estimate_series_resistance", "response_lag"]
 
 _T_SCALE = {"ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3}
 _V_SCALE = {"mV": 1.0, "V": 1e3, "uV": 1e-3, "µV": 1e-3}
@@ -46,23 +46,46 @@ def estimate_noise(v) -> float:
     return float(1.482602218505602 * mad / np.sqrt(6.0))
 
 
-def onset_jumps(v, i, dt: float) -> tuple[float, int]:
-    """`(rho, edges)`: the least-squares slope of the voltage jumps on the current's jumps
-    (mV per unit of `i`) over the `edges` samples where the current steps by over 5 % of its
-    largest step. Each jump is the change over one sample less the membrane's own drift (the
-    slope of the two samples before). An amplifier filter that spreads the jump over more
-    than one sample makes this an underestimate; a fit refines it."""
-    v = np.asarray(v, dtype=np.float64)
+def _steps_of(i):
+    """Samples `k` where the current steps (`i[k + 1]` differs from `i[k]` by over 5 % of
+    the largest step), and the steps."""
     i = np.asarray(i, dtype=np.float64)
     di = np.diff(i)
     big = float(np.max(np.abs(di))) if di.size else 0.0
     if not big > 0:
-        return 0.0, 0
-    k = np.flatnonzero(np.abs(di) > 0.05 * big)  # i[k + 1] != i[k]: the step at sample k + 1
-    k = k[(k >= 2) & (k + 1 < v.size)]
+        return np.zeros(0, int), di
+    return np.flatnonzero(np.abs(di) > 0.05 * big), di
+
+
+def response_lag(v, i, max_lag: int = 4) -> int:
+    """Samples by which the recorded voltage's jumps follow the current's steps (0 to
+    `max_lag`): digitisers and amplifiers often record the response one sample or more after
+    the command changes (one sample in the shared 20-kHz files). 0 where the current never
+    steps."""
+    v = np.asarray(v, dtype=np.float64)
+    k, di = _steps_of(i)
+    k = k[k + 2 + max_lag < v.size]
+    if not k.size:
+        return 0
+    dv = np.diff(v)
+    score = [np.sum(np.abs(dv[k + lag]) * np.abs(di[k])) for lag in range(max_lag + 1)]
+    return int(np.argmax(score))
+
+
+def onset_jumps(v, i, dt: float) -> tuple[float, int]:
+    """`(rho, edges)`: the least-squares slope of the voltage jumps on the current's jumps
+    (mV per unit of `i`) over the `edges` samples where the current steps by over 5 % of its
+    largest step. Each jump is the change over two samples, `response_lag` samples after the
+    step (two, since an amplifier's filter spreads the jump: the shared 20-kHz files put
+    80–85 % of it in the first sample), less the membrane's own charging over those samples,
+    taken from the change over the four samples after them. A fit refines it."""
+    v = np.asarray(v, dtype=np.float64)
+    k, di = _steps_of(i)
+    lag = response_lag(v, i)
+    k = k[(k >= 2) & (k + 6 + lag < v.size)]
     if not k.size:
         return 0.0, 0
-    dv = (v[k + 1] - v[k]) - (v[k] - v[k - 1])
+    dv = (v[k + 2 + lag] - v[k + lag]) - 0.5 * (v[k + 6 + lag] - v[k + 2 + lag])
     return float(np.sum(dv * di[k]) / np.sum(di[k] ** 2)), int(k.size)
 
 

@@ -45,7 +45,7 @@ from ..models._stepper import integrate
 from ._config import CrossEntropy, Guess
 from ._fit import FitResult, fit
 from ._objectives import SpikeFeatures, SweepFeatures, data_features
-from ._recording import Recording
+from ._recording import Recording, response_lag
 
 __all__ = [
     "StepSweep",
@@ -77,7 +77,8 @@ class StepSweep:
     **Fields:** `sweep` (number in the file), `amplitude` (pA, the step above the holding
     current), `t_on`, `t_off` (ms, step edges within the window), `t` (ms, window times from
     0), `v` (mV, recorded), `dt` (ms), `holding` (pA, the current before the step; 0 for a
-    clean command from zero).
+    clean command from zero), `lag` (samples by which the recorded response follows the
+    command, already applied to `t_on` and `t_off`; see [`response_lag`][]).
     """
 
     sweep: int
@@ -88,6 +89,7 @@ class StepSweep:
     v: np.ndarray
     dt: float
     holding: float = 0.0
+    lag: int = 0
 
 
 def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSweep | None:
@@ -97,7 +99,9 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
     the holding level is the median of the sweep's first 5 %, the noise level a robust
     estimate from sample-to-sample differences, and the step is where the current departs
     from the holding level by over 8 times that noise (any departure, for a clean command)
-    until it leaves the step's own level by as much.
+    until it leaves the step's own level by as much. The step's edges are moved by the
+    samples the recorded response lags the command ([`response_lag`][]), so that the cell is
+    stimulated when it responds.
 
     **Returns:** a [`StepSweep`][] (window times restart at 0), or `None` if the sweep has no
     current step. Currents are taken in pA (`recording.i_unit == "pA"`).
@@ -122,6 +126,10 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
     off = on + int(left[0]) if left.size else len(i) - 1
     if noise > 0:
         level = float(np.median(i[on:off]))  # the step's level, its noise averaged out
+    clean = holding + np.where((np.arange(len(i)) >= on) & (np.arange(len(i)) < off),
+                               level - holding, 0.0)
+    lag = response_lag(v, clean)
+    on, off = min(on + lag, len(i) - 1), min(off + lag, len(i) - 1)
     dt = float(t[1] - t[0])
     k0 = max(0, on - int(round(pre / dt)))
     k1 = min(len(t), off + int(round(post / dt)))
@@ -134,6 +142,7 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
         v=v[k0:k1],
         dt=dt,
         holding=holding,
+        lag=lag,
     )
 
 
