@@ -54,8 +54,8 @@ def test_recording_model_is_recovered():
 
 def test_series_resistance_from_onset_jumps():
     """The jumps at the steps give R_s to within 10 % or 1 MΩ (a start for the fit) at the
-    shared files' noise (0.1 mV), with either sign (an over-compensated bridge), also when the response lags the
-    command by a sample; 0 where the current never steps."""
+    shared files' noise (0.1 mV), with either sign (an over-compensated bridge), also when
+    the response lags the command by a sample; 0 where the current never steps."""
     truth = Pospischil.regular_spiking()
     for r_s in (14.0, -5.0):
         rec = _cell_recording(truth, (-100.0, 100.0, -50.0, 50.0), r_s=r_s, hold=0.0,
