@@ -146,6 +146,9 @@ class Electrode(eqx.Module):
       (kΩ·cm²: $R_s$ times the recording's area, so that $\\rho_s i$ with $i$ in µA/cm² is
       mV), started from the jumps at the current's steps ([`estimate_series_resistance`][]);
       [`FitResult`][]`.electrode` gives it in MΩ for recordings read in pA or nA.
+    - `time_constant`: the bridge error follows the current with a time constant `tau_e`
+      (ms; an amplifier filter, the electrode's capacitance), started at half a sample
+      interval: for recordings whose jumps spread over more than one sample.
     - `offset`: a constant voltage offset `v_offset` (mV; a liquid-junction potential). It
       trades against every potential of the model; free it only with them fixed.
     - `holding`: a constant holding current `i_hold` (µA/cm², reported in pA where the area
@@ -154,6 +157,7 @@ class Electrode(eqx.Module):
     """
 
     series_resistance: bool = True
+    time_constant: bool = False
     offset: bool = False
     holding: bool = False
 

@@ -34,24 +34,44 @@ def _initial_state(params, v, i, y0_mode, v0=None):
     return params.steady_state(v[0])
 
 
-ELECTRODE = ("rho_s", "v_offset", "i_hold")
+ELECTRODE = ("rho_s", "tau_e", "v_offset", "i_hold")
 """The recording model's coordinates (see [`Electrode`][]): the uncompensated series
-resistance times the recording's area (kΩ·cm², so that $\\rho_s\\, i$ in µA/cm² is mV), a
-voltage offset (mV) and a holding current (µA/cm²)."""
+resistance times the recording's area (kΩ·cm², so that $\\rho_s\\, i$ in µA/cm² is mV), the
+time constant (ms) with which the bridge error follows the current, a voltage offset (mV) and a
+holding current (µA/cm²)."""
 
 
 def _electrode(spec, theta):
-    """`(rho_s, v_offset, i_hold)` at `theta`; 0 for those not fitted."""
+    """`(rho_s, tau_e, v_offset, i_hold)` at `theta`; 0 for those not fitted."""
     nv = spec.nuisance_values(theta) if spec.nuisance else None
     return tuple(nv[..., spec.nuisance.index(n)] if n in spec.nuisance else 0.0
                  for n in ELECTRODE)
 
 
-def _cell_side(spec, theta, v, i):
-    """The recording as the cell sees it: its membrane voltage $v - \\rho_s i - v_{off}$ (the
-    bridge error and offset removed) and its current $i + i_{hold}$."""
-    rho, off, hold = _electrode(spec, theta)
-    return v - rho * i - off, i + hold
+def _bridge_error(rho, tau, i, dt):
+    """The bridge error (mV) at every sample: $\\rho_s i_k$, or with an electrode time
+    constant $\\tau_e > 0$ relaxing towards it over each sample interval,
+    $d_k = \\rho_s i_k + (d_{k-1} - \\rho_s i_k)\\, e^{-\\Delta t/\\tau_e}$ from $d_0 = \\rho_s i_0$
+    (the cell sat under its first current before the recording)."""
+    target = rho * i
+    if isinstance(tau, float) and tau == 0.0:
+        return target
+    decay = jnp.exp(-dt / jnp.maximum(tau, 1e-6))
+
+    def step(d, x):
+        d = x + (d - x) * decay
+        return d, d
+
+    _, out = jax.lax.scan(step, target[0], target)
+    return out
+
+
+def _cell_side(spec, theta, v, i, dt):
+    """The recording as the cell sees it: its membrane voltage, the recorded one less the
+    bridge error and offset ($v - d - v_{off}$, `_bridge_error`), and its current
+    $i + i_{hold}$."""
+    rho, tau, off, hold = _electrode(spec, theta)
+    return v - _bridge_error(rho, tau, i, dt) - off, i + hold
 
 
 def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
@@ -67,7 +87,7 @@ def _make_residual(spec, base, data, dts, y0_mode, nudged=False):
         v0s = spec.nuisance_values(theta) if y0_mode == "fit" else None
         out = []
         for j, ((v, i, sig), dt) in enumerate(zip(data, dts)):
-            v_cell, i_cell = _cell_side(spec, theta, v, i)
+            v_cell, i_cell = _cell_side(spec, theta, v, i, dt)
             y0 = _initial_state(p, v_cell, i_cell, y0_mode, None if v0s is None else v0s[j])
             if k is None:
                 vs = simulate_grid(p, i_cell, dt, y0)
@@ -104,7 +124,8 @@ def _linear_theta_misfit(spec, base, data, dts, fallback_theta):
     # The kinetics (free fields the estimate does not cover, e.g. a threshold V_T) come from
     # `fallback_theta`: the estimate is the best linear fit given them.
     model = spec.apply(fallback_theta, base)
-    arrays = [(*_cell_side(spec, fallback_theta, v, i), dt) for (v, i, _), dt in zip(data, dts)]
+    arrays = [(*_cell_side(spec, fallback_theta, v, i, dt), dt)
+              for (v, i, _), dt in zip(data, dts)]
     est, misfit = linear_misfit_arrays(model, arrays, names)
     x = spec.values(est, spec.nuisance_values(fallback_theta) if spec.nuisance else None)
     x = x.astype(fallback_theta.dtype)

@@ -141,7 +141,8 @@ class FitResult:
       Gauss–Newton intervals: its `stderr`, `ci`, `cov` are NaN, and its `trace` is the
       objective's own simulation at the sample times.
     - `electrode`: with a recording model ([`Electrode`][]), its fitted values and standard
-      errors: `rho_s` (kΩ·cm²), `v_offset` (mV), `i_hold` (µA/cm²), each with `_se`, and
+      errors: `rho_s` (kΩ·cm²), `tau_e` (ms), `v_offset` (mV), `i_hold` (µA/cm²), each with
+      `_se`, and
       `r_s_mohm`, `i_hold_pA` where the recordings were read in absolute units (their
       `area`); `{}` without one. The same coordinates are in `values`, `stderr`, `ci`.
     - `details`: what a preset adds (e.g. [`fit_steps`][]: the passive start estimate and the
@@ -466,9 +467,13 @@ def _with_initial_voltages(spec, recs, y0):
     return spec.with_nuisance(names), np.asarray([float(r.v[0]) for r in recs])
 
 
-_ELECTRODE_BOUNDS = {"rho_s": (-1e3, 1e3), "v_offset": (-50.0, 50.0), "i_hold": (-1e3, 1e3)}
-"""Bounds of the recording model's coordinates (kΩ·cm², mV, µA/cm²): wide, only to keep a
-lost fit finite."""
+_ELECTRODE_BOUNDS = {"rho_s": (-1e3, 1e3), "tau_e": (1e-4, 0.5), "v_offset": (-50.0, 50.0),
+                     "i_hold": (-1e3, 1e3)}
+"""Bounds of the recording model's coordinates (kΩ·cm², ms, mV, µA/cm²): wide, only to keep a
+lost fit finite; but `tau_e` at most 0.5 ms: an amplifier filter or an electrode's capacitance
+acts within tens of µs, and a free `tau_e` of a few ms stands in for a fast membrane component
+the model lacks (171116sh_0018, single compartment: `tau_e` ran to 5 ms and R_s to twice the
+jumps' 14 MΩ)."""
 
 
 def _with_electrode(spec, recs, electrode, v0):
@@ -480,7 +485,11 @@ def _with_electrode(spec, recs, electrode, v0):
     if not isinstance(electrode, Electrode):
         raise TypeError(f"`electrode` must be hhjax.fitting.Electrode(...) or None, got "
                         f"{type(electrode).__name__}.")
-    flags = (electrode.series_resistance, electrode.offset, electrode.holding)
+    if electrode.time_constant and not electrode.series_resistance:
+        raise ValueError("`electrode`: time_constant=True needs series_resistance=True (it is "
+                         "the time constant of the bridge error).")
+    flags = (electrode.series_resistance, electrode.time_constant, electrode.offset,
+             electrode.holding)
     names = tuple(n for n, on in zip(ELECTRODE, flags) if on)
     if not names:
         return spec, v0
@@ -496,6 +505,8 @@ def _with_electrode(spec, recs, electrode, v0):
                 "False) or recordings with current steps.")
         rho = sum(x * e for x, e in jumps) / edges
         start.append(rho)
+    if electrode.time_constant:
+        start.append(0.5 * min(r.dt for r in recs))
     start += [0.0] * (len(names) - len(start))
     for n in names:
         spec = spec.with_nuisance((n,), *_ELECTRODE_BOUNDS[n])
