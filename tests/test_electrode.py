@@ -86,3 +86,19 @@ def test_fit_batch_reports_each_recordings_electrode():
     res = hf.fit_batch(recs, ("g_l", "c_m"), truth, electrode=hf.Electrode(), max_iter=8)
     for r, want in zip(res, (10.0, 20.0)):
         assert abs(r.electrode["r_s_mohm"] / want - 1) < 0.05, r.electrode
+
+
+def test_bridge_error_with_a_time_constant():
+    """The filtered bridge error against a direct loop of its definition; a vanishing time
+    constant gives the instantaneous R_s I."""
+    from hhjax.fitting._core import _bridge_error
+
+    i = np.repeat([0.0, -1.0, 2.0, 0.5], 25)
+    rho, tau, dt = 3.0, 0.04, 0.05
+    want = [rho * i[0]]
+    for x in i[1:]:
+        want.append(rho * x + (want[-1] - rho * x) * np.exp(-dt / tau))
+    got = np.asarray(_bridge_error(rho, jnp.asarray(tau), jnp.asarray(i), dt))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    fast = np.asarray(_bridge_error(rho, jnp.asarray(1e-6), jnp.asarray(i), dt))
+    np.testing.assert_allclose(fast, rho * i, atol=1e-6)
