@@ -29,6 +29,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from .._features import _crossings
 from ..models._stepper import integrate
 
 __all__ = [
@@ -185,13 +186,15 @@ def _detection(threshold, rearm, v):
 
 
 def crossing_times(t, v, threshold: float | str = 0.0, rearm: float = -3.0) -> np.ndarray:
-    """Upward crossings of `threshold` (mV), linearly interpolated, each counted only after
+    """Upward crossings of `threshold` (mV) in a *recording* (the crossing of
+    [`hhjax.spike_times`][], which serves simulated traces: noise-free, no re-arming, cubic
+    refinement), linearly interpolated, each counted only after
     `v` fell below `rearm` mV since the previous one (recording noise on a plateau near the
     threshold, e.g. in depolarisation block, is not a train of spikes). `threshold="auto"`:
     both from the trace ([`adaptive_threshold`][]; `rearm` is then ignored)."""
     t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
     threshold, rearm = _detection(threshold, rearm, v)
-    k = np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold))
+    k = np.flatnonzero(_crossings(v, threshold))
     below = np.flatnonzero(v < rearm)
     keep, last = [], -1
     for j in k:
@@ -306,7 +309,7 @@ _simulate_jit = eqx.filter_jit(_simulate)
 
 def _model_spikes(v, dt, threshold):
     t = jnp.arange(v.shape[-1]) * dt
-    cross = (v[:-1] < threshold) & (v[1:] >= threshold)
+    cross = _crossings(v, threshold)
     frac = jnp.clip((threshold - v[:-1]) / (v[1:] - v[:-1] + 1e-12), 0.0, 1.0)
     return t, cross, t[:-1] + frac * dt
 
