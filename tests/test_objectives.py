@@ -178,12 +178,18 @@ def test_adaptive_threshold_on_a_coarse_trace_peaking_below_zero():
     assert n_true >= 5 and v.max() < 0.0
     assert len(hf.crossing_times(ts, v)) == 0
     assert len(hf.crossing_times(ts, v, "auto")) == n_true
-    thr, rearm = hf.adaptive_threshold(v)
+    thr, rearm = hf.adaptive_threshold(ts, v)
     assert rearm < thr < 0.0
     rec = hf.Recording(ts, v, i_pa, i_units="pA", area=area)
     prep = prepare(hf.SpikeFeatures(threshold="auto", dt=dt), [rec])[0]
     assert prep.feats.count == n_true and prep.threshold == pytest.approx(thr)
     flat = np.full(200, -65.0) + 0.2 * np.sin(np.arange(200))
     assert len(hf.crossing_times(np.arange(200) * dt, flat, "auto")) == 0
+    # A hyperpolarising step and the return to rest after it (30 mV, slow) are no spikes.
+    i_neg = np.where((ts >= 50.0) & (ts < 250.0), -300.0, 0.0)
+    stim = hhjax.Sampled(ts, i_neg * 1e-6 / area, hold=True)
+    down = np.asarray(hhjax.simulate(p, stim, float(ts[-1]), ts=ts, y0=p.rest_state(0.0)).v)
+    down = down + 0.1 * np.random.default_rng(0).standard_normal(down.size)
+    assert np.ptp(down) > 20.0 and len(hf.crossing_times(ts, down, "auto")) == 0
     with pytest.raises(ValueError, match="'auto'"):
         hf.crossing_times(ts, v, "adaptive")

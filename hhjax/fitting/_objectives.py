@@ -162,39 +162,85 @@ class SweepFeatures:
 
 
 SPIKE_SPAN = 20.0
-"""mV: the least rise above the median voltage that [`adaptive_threshold`][] takes for spikes."""
+"""mV: the least rise of a spike above the lowest voltage of the 5 ms before it
+([`adaptive_threshold`][])."""
+
+SPIKE_WIDTH = 10.0
+"""ms: with `threshold="auto"`, a crossing is a spike only if the voltage falls back below the
+threshold within this time. A threshold read off a trace can lie between two sustained levels
+(a hyperpolarising step and the rest after it); a return to rest is not a spike."""
 
 
-def adaptive_threshold(v) -> tuple[float, float]:
-    """`(threshold, rearm)` (mV) read off a trace: halfway and a quarter of the way from its
-    median voltage to its highest sample. Spikes that peak below 0 mV (small spikes, a
-    coarsely sampled upstroke at 4–10 kHz, an offset) are still counted, and a spike must
-    fall back below the quarter before the next one counts. A trace that never rises
-    `SPIKE_SPAN` mV above its median has no spikes: the threshold is then that far above it."""
-    v = np.asarray(v, dtype=np.float64)
-    base = float(np.median(v))
-    span = max(float(np.max(v)) - base, SPIKE_SPAN)
-    return base + 0.5 * span, base + 0.25 * span
+def _running_min(x, w):
+    """`out[k] = min(x[k - w + 1 .. k])` (fewer at the start), in O(n log w)."""
+    out, span = x.copy(), 1
+    while span < w:
+        step = min(span, w - span)
+        out = np.minimum(out, np.concatenate([np.full(step, np.inf), out[:-step]]))
+        span += step
+    return out
 
 
-def _detection(threshold, rearm, v):
+def adaptive_threshold(t, v) -> tuple[float, float]:
+    """`(threshold, rearm)` (mV) read off a recording's spikes.
+
+    Spikes are local maxima that rise at least `SPIKE_SPAN` mV above the lowest voltage of the
+    5 ms before them and fall back by half that within the 5 ms after (a slow return to rest
+    after a hyperpolarising step is not one). The threshold lies halfway, the re-arm level a
+    quarter of the way, from their typical foot (median of those minima) to their typical
+    peak: spikes that peak below 0 mV (small spikes, a coarsely sampled upstroke at 4–10 kHz,
+    an offset) are counted. With no spike, the threshold is `SPIKE_SPAN / 2` above the
+    highest sample: a model spike still crosses it, a model sitting a little above the data
+    does not."""
+    t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    dt = float(t[1] - t[0]) if t.size > 1 else 1.0
+    w = max(1, int(round(5.0 / dt)))
+    before = _running_min(v, w)
+    after = _running_min(v[::-1], w)[::-1]
+    peak = np.zeros(v.size, bool)
+    peak[1:-1] = (v[1:-1] >= v[:-2]) & (v[1:-1] > v[2:])
+    spikes = (peak & (v - before >= SPIKE_SPAN) & (v - after >= 0.5 * SPIKE_SPAN))
+    if not spikes.any():
+        top = float(np.max(v)) + 0.5 * SPIKE_SPAN
+        return top, top - 0.25 * SPIKE_SPAN
+    top, foot = float(np.median(v[spikes])), float(np.median(before[spikes]))
+    return foot + 0.5 * (top - foot), foot + 0.25 * (top - foot)
+
+
+def _detection(threshold, rearm, t, v, max_width=None):
+    """`(threshold, rearm, max_width)` for a trace: as given, or read off it for "auto"."""
     if isinstance(threshold, str):
         if threshold != "auto":
             raise ValueError(f"`threshold` must be a number of mV or 'auto', got {threshold!r}.")
-        return adaptive_threshold(v)
-    return float(threshold), float(rearm)
+        return (*adaptive_threshold(t, v), SPIKE_WIDTH if max_width is None else max_width)
+    return float(threshold), float(rearm), max_width
 
 
-def crossing_times(t, v, threshold: float | str = 0.0, rearm: float = -3.0) -> np.ndarray:
+def _brief(t, v, k, threshold, max_width):
+    """Of the crossings `k`, those after which `v` is back below `threshold` within
+    `max_width` ms (all of them for `None`)."""
+    if max_width is None or not len(k):
+        return k
+    below = np.flatnonzero(v < threshold)
+    nxt = np.searchsorted(below, k + 1)
+    ok = nxt < below.size
+    ok[ok] = t[below[nxt[ok]]] - t[k[ok]] <= max_width
+    return k[ok]
+
+
+def crossing_times(t, v, threshold: float | str = 0.0, rearm: float = -3.0, *,
+                   max_width: float | None = None) -> np.ndarray:
     """Upward crossings of `threshold` (mV) in a *recording* (the crossing of
     [`hhjax.spike_times`][], which serves simulated traces: noise-free, no re-arming, cubic
     refinement), linearly interpolated, each counted only after
     `v` fell below `rearm` mV since the previous one (recording noise on a plateau near the
-    threshold, e.g. in depolarisation block, is not a train of spikes). `threshold="auto"`:
-    both from the trace ([`adaptive_threshold`][]; `rearm` is then ignored)."""
+    threshold, e.g. in depolarisation block, is not a train of spikes), and with `max_width`
+    (ms) only if `v` is back below the threshold that soon. `threshold="auto"`: threshold and
+    re-arm level from the trace ([`adaptive_threshold`][]; `rearm` is then ignored) and
+    `max_width` `SPIKE_WIDTH` unless given."""
     t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    threshold, rearm = _detection(threshold, rearm, v)
-    k = np.flatnonzero(_crossings(v, threshold))
+    threshold, rearm, max_width = _detection(threshold, rearm, t, v, max_width)
+    k = _brief(t, v, np.flatnonzero(_crossings(v, threshold)), threshold, max_width)
     below = np.flatnonzero(v < rearm)
     keep, last = [], -1
     for j in k:
@@ -206,13 +252,14 @@ def crossing_times(t, v, threshold: float | str = 0.0, rearm: float = -3.0) -> n
 
 
 def data_features(t, v, t_on, t_off, *, threshold: float | str = 0.0, rearm: float = -3.0,
-                  steady_window: float = 100.0) -> SweepFeatures:
+                  steady_window: float = 100.0, max_width: float | None = None
+                  ) -> SweepFeatures:
     """[`SweepFeatures`][] of a trace `v` (mV) at times `t` (ms), stimulus epoch
     `[t_on, t_off)`; spikes as in [`crossing_times`][] (`threshold="auto"` adapts to the
     trace)."""
     t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    threshold, rearm = _detection(threshold, rearm, v)
-    spikes = crossing_times(t, v, threshold, rearm)
+    threshold, rearm, max_width = _detection(threshold, rearm, t, v, max_width)
+    spikes = crossing_times(t, v, threshold, rearm, max_width=max_width)
     spikes = spikes[spikes >= t_on]
     before = t < t_on
     rest = float(np.mean(v[before])) if before.any() else float(v[0])
@@ -257,6 +304,7 @@ class _Prepared(eqx.Module):
     dt: float = eqx.field(static=True)
     area: float | None = eqx.field(static=True)
     threshold: float = eqx.field(static=True)  # mV, for the data and the model alike
+    max_width: float | None = eqx.field(static=True)  # ms (see SPIKE_WIDTH), or None
 
 
 def prepare(objective, recs) -> list[_Prepared]:
@@ -280,15 +328,15 @@ def prepare(objective, recs) -> list[_Prepared]:
                 raise ValueError(f"`recordings[{j}]`: {e}") from None
             t_on, t_off = 0.0, float(t[-1])
         window = getattr(objective, "steady_window", 100.0)
-        threshold, rearm = _detection(objective.threshold, objective.rearm, v)
+        threshold, rearm, width = _detection(objective.threshold, objective.rearm, t, v)
         feats = data_features(t, v, t_on, t_off, threshold=threshold, rearm=rearm,
-                              steady_window=window)
-        spikes = crossing_times(t, v, threshold, rearm)
+                              steady_window=window, max_width=width)
+        spikes = crossing_times(t, v, threshold, rearm, max_width=width)
         grid = np.arange(steps + 1) * dt
         out.append(_Prepared(
             i_rec=rec.i_inj, index=index, v_grid=np.interp(grid, t, v),
             spikes=tuple(float(s) for s in spikes), feats=feats, t_on=t_on, t_off=t_off,
-            dt=dt, area=rec.area, threshold=threshold))
+            dt=dt, area=rec.area, threshold=threshold, max_width=width))
     return out
 
 
@@ -307,16 +355,24 @@ def _simulate(params, i, dt, area):
 _simulate_jit = eqx.filter_jit(_simulate)
 
 
-def _model_spikes(v, dt, threshold):
+def _model_spikes(v, dt, threshold, max_width=None):
     t = jnp.arange(v.shape[-1]) * dt
     cross = _crossings(v, threshold)
+    if max_width is not None:
+        # Back below the threshold within `max_width`: a count of the samples below it over
+        # the following window (cumulative sums: linear in the trace's length).
+        w = max(1, int(round(max_width / dt)))
+        below = jnp.concatenate([jnp.zeros(1), jnp.cumsum(v < threshold)])
+        k = jnp.arange(v.shape[-1] - 1)
+        ahead = below[jnp.minimum(k + 1 + w, v.shape[-1])] - below[k + 1]
+        cross = cross & (ahead > 0)
     frac = jnp.clip((threshold - v[:-1]) / (v[1:] - v[:-1] + 1e-12), 0.0, 1.0)
     return t, cross, t[:-1] + frac * dt
 
 
 def _features_term(obj: SpikeFeatures, v, p: _Prepared):
     f = p.feats
-    t, cross, tc = _model_spikes(v, p.dt, p.threshold)
+    t, cross, tc = _model_spikes(v, p.dt, p.threshold, p.max_width)
     cross = cross & (t[:-1] >= p.t_on)
     count = jnp.sum(cross)
     big = 10.0 * (p.t_off - p.t_on)
@@ -349,7 +405,7 @@ def _features_term(obj: SpikeFeatures, v, p: _Prepared):
 
 
 def _timing_term(obj: SpikeTiming, v, p: _Prepared):
-    _, cross, tc = _model_spikes(v, p.dt, p.threshold)
+    _, cross, tc = _model_spikes(v, p.dt, p.threshold, p.max_width)
     count = jnp.sum(cross)
     loss = obj.count_weight * (count - len(p.spikes)) ** 2
     if p.spikes:
