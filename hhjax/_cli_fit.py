@@ -248,18 +248,18 @@ def run(args: argparse.Namespace) -> int:
     if args.objective == "trace":
         return _trace_fit(args, path, out, base, sweeps, train, t0)
     try:
-        if args.objective == "spike-timing":
-            result = _timing_fit(base, train, generations, population, args, progress)
-        else:
-            result = models.fit_steps(
-                train,
-                base=base,
-                generations=generations,
-                population=population,
-                restarts=args.restarts,
-                seed=args.seed,
-                progress=progress,
-            )
+        from .fitting import SpikeTiming
+
+        result = models.fit_steps(
+            train,
+            base=base,
+            generations=generations,
+            population=population,
+            restarts=args.restarts,
+            seed=args.seed,
+            progress=progress,
+            objective=SpikeTiming(dt=0.1) if args.objective == "spike-timing" else None,
+        )
     except Exception as err:  # report any numerical failure as a failed fit
         bar.close()
         if "refine" in stage:
@@ -368,25 +368,6 @@ def _how(args, population, generations):
     if args.objective == "trace":
         return "trace objective, Levenberg-Marquardt (hhjax.fitting.fit)"
     return f"{args.objective} objective, search {population} x {generations}"
-
-
-def _timing_fit(base, train, generations, population, args, progress):
-    """`--objective spike-timing`: the step preset's start, fields and search, on spike times."""
-    from . import fitting as hf
-    from .fitting import _steps
-
-    quiet = [s for s in train if hf.data_features(s.t, s.v, s.t_on, s.t_off).count == 0]
-    start = base
-    if quiet:
-        passive = hf.passive_start(quiet[0], float(base.c_m))
-        start = base.replace(**{k: passive[k] for k in ("area", "g_l", "e_l")})
-    solver = hf.CrossEntropy(population=population, generations=generations,
-                             restarts=args.restarts, seed=args.seed, scale=dict(_steps.SCALE),
-                             polish_steps=40)
-    total = generations * args.restarts
-    recs = [hf.step_recording(s, float(base.area)) for s in train]
-    return hf.fit(recs, _steps.FREE, start, objective=hf.SpikeTiming(dt=0.1), solver=solver,
-                  callback=lambda step, loss, _: progress(step, total, loss))
 
 
 def _trace_fit(args, path, out, base, sweeps, train, t0):

@@ -44,7 +44,7 @@ from ..models._cortical import Pospischil
 from ..models._stepper import integrate
 from ._config import CrossEntropy, Guess
 from ._fit import FitResult, fit
-from ._objectives import SpikeFeatures, SweepFeatures, data_features
+from ._objectives import SpikeFeatures, SpikeTiming, SweepFeatures, data_features
 from ._recording import Recording, response_lag
 
 __all__ = [
@@ -214,9 +214,10 @@ def fit_steps(
     restarts: int = 1,
     seed: int = 0,
     progress: Callable[[int, int, float], None] | None = None,
+    objective: SpikeFeatures | SpikeTiming | None = None,
 ) -> FitResult:
     """Fit a [`Pospischil`][] model to training step sweeps (see the module docstring): a
-    preset of [`fit`][] with `objective=SpikeFeatures(dt=dt)` and
+    preset of [`fit`][] with `objective=SpikeFeatures(dt=dt)` (or the `objective` given) and
     `solver=CrossEntropy(...)`, started from the passive estimate ([`passive_start`][]).
 
     **Arguments:**
@@ -234,10 +235,13 @@ def fit_steps(
     - `seed`: random seed.
     - `progress`: called as `progress(generation, restarts * generations, best_loss)`
       (`best_loss` is `inf` until some model could be simulated on every training sweep).
+    - `objective`: default `SpikeFeatures(dt=dt)`, whose polish moves area, g_L and E_L only
+      (its gradient is the subthreshold trace's); a [`SpikeTiming`][] instead is polished in
+      every free field (`dt` is then the objective's own).
 
     **Returns:**
 
-    A [`FitResult`][] (`objective="features"`): `.params` (also `.model`), `.loss`,
+    A [`FitResult`][] (`objective="features"` by default): `.params` (also `.model`), `.loss`,
     `.loss_history` (also `.history`: best per generation, restarts one after the other),
     `.passive` (the start estimate) and `.sweeps` (the training sweep numbers). Raises
     [`hhjax.SimulationError`][] when no model searched could be simulated on every training
@@ -255,14 +259,16 @@ def fit_steps(
     if tuple(free) == FREE and base.g_h.ndim == 0 and float(base.g_h) > 0:
         names = names + ("g_h",)  # a model with an h current gets its conductance fitted
     recs = [step_recording(s, float(base.area)) for s in sweeps]
+    objective = SpikeFeatures(dt=dt) if objective is None else objective
+    polish = (tuple(n for n in ("area", "g_l", "e_l") if n in names)
+              if isinstance(objective, SpikeFeatures) else None)
     solver = CrossEntropy(population=population, generations=generations, elite=elite,
                           restarts=restarts, seed=seed, scale=dict(SCALE),
-                          polish_steps=refine_steps,
-                          polish=tuple(n for n in ("area", "g_l", "e_l") if n in names))
+                          polish_steps=refine_steps, polish=polish)
     callback = None if progress is None else (
         lambda step, loss, _: progress(step, restarts * generations, loss))
-    res = fit(recs, names, start, objective=SpikeFeatures(dt=dt), solver=solver,
-              init=Guess(), callback=callback)
+    res = fit(recs, names, start, objective=objective, solver=solver, init=Guess(),
+              callback=callback)
     res.details.update(passive=passive, sweeps=[s.sweep for s in sweeps])
     return res
 
