@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from . import _scale
 from ._checks import check_count
 from ._model import AbstractModel, _spike_threshold
 from ._simulate import _as_state, _model
@@ -322,6 +323,7 @@ def simulate_batch(
     unroll: int = 1,
     progress: bool | None = None,
     workers: int | None = None,
+    distribute: bool | None = None,
 ) -> BatchFeatures:
     """Simulate many neurons with [`ExponentialEuler`][] and return only their spike features.
 
@@ -358,13 +360,21 @@ def simulate_batch(
       process, with parts of at least 1,024 neurons; each chunk is then split into `workers`
       equal parts. Ignored on accelerators and with several devices.
 
+    - `distribute`: split the batch across the processes of `jax.distributed` (each process
+      simulates its contiguous share on its own devices, with no communication until one
+      gather at the end; every process must make the same call). Default: when
+      `jax.process_count() > 1`. `False` keeps the call local to this process.
+
     **Returns:**
 
-    A [`BatchFeatures`][]. Runs in the dtype of `params` (`params.astype(jnp.float32)` for
-    speed). Several CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=2`) or
-    several GPUs are used by splitting each chunk across them.
+    A [`BatchFeatures`][] for the whole batch (on every process). Runs in the dtype of `params`
+    (`params.astype(jnp.float32)` for speed). Several local devices (GPUs, or CPU devices from
+    `XLA_FLAGS=--xla_force_host_platform_device_count=2`) share each chunk through one
+    `shard_map`ped program, each device solving its own neurons; results are bit-identical
+    to one device.
     """
     params = _model("simulate_batch", params)
+    params, stimulus, y0 = _scale.unshard((params, stimulus, y0))
     t0, t1, dt = float(t0), float(t1), float(dt)
     if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
         raise ValueError(f"`t1` ({t1} ms) must be finite and greater than `t0` ({t0} ms).")
@@ -417,6 +427,16 @@ def simulate_batch(
     per_neuron = stimulus is not None and _per_neuron_stimulus(stimulus, size, dtype)
     if per_neuron and len(batch_shape) > 1:
         raise ValueError("Per-neuron stimuli need a 1-D batch; flatten `params` first.")
+    threshold = float(_spike_threshold("simulate_batch", params, threshold))
+    global_size = size
+    split = _scale.split_processes(distribute)
+    if split:
+        # This process's share of the global batch; every process compiles the same shapes.
+        rows = _scale.process_rows(size)
+        params, y0 = (None if t is None else _rows(t, rows, size) for t in (params, y0))
+        if per_neuron:
+            stimulus = _rows(stimulus, rows, size)
+        size = len(rows)
 
     devices = jax.local_devices()
     n_dev = len(devices)
@@ -436,7 +456,6 @@ def simulate_batch(
     if n_dev > 1:
         chunk_size = -(-chunk_size // n_dev) * n_dev
     n_chunks = -(-size // chunk_size)
-    threshold = float(_spike_threshold("simulate_batch", params, threshold))
     config = KernelConfig(t0, dt, n_blocks, block, tail, threshold, max_spikes, record, unroll)
 
     if workers is None:
@@ -453,7 +472,7 @@ def simulate_batch(
     if progress is None:
         progress = n_chunks > 1
     bar = None
-    if progress:
+    if progress:  # each process shows its own share
         from tqdm.auto import tqdm
 
         bar = tqdm(total=size, unit="neuron", desc="simulate_batch")
@@ -464,7 +483,12 @@ def simulate_batch(
         s_c = _take(stimulus, lo, lo + part, size) if per_neuron else stimulus
         y_c = None if y0 is None else _take(y0, lo, lo + part, size)
         if n_dev > 1:
-            out = _run_split(p_c, s_c, y_c, per_neuron, config, devices, part)
+            out = _scale.on_devices(
+                _local_kernel(config, part // n_dev, devices[0].platform),
+                ("simulate_batch", config, devices[0].platform),
+                (p_c, s_c, y_c), (True, per_neuron, True), part, devices,
+                _CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None,
+            )
         else:
             out = _run_chunk(p_c, s_c, y_c, config, part, devices[0].platform)
         out = jax.device_get(out)
@@ -479,7 +503,11 @@ def simulate_batch(
             bar.close()
 
     cat = lambda *xs: np.concatenate(xs, axis=0)
-    count, buf, dropped, state, recorded = jax.tree_util.tree_map(cat, *outputs)
+    outputs = jax.tree_util.tree_map(cat, *outputs)
+    if split:
+        outputs = _scale.gather_rows(outputs, global_size)
+        size = global_size
+    count, buf, dropped, state, recorded = outputs
     unflat = lambda x: jnp.asarray(x.reshape(tuple(batch_shape) + x.shape[1:]))
     # A failed neuron is never a result: its state (and record) is non-finite from the step
     # it failed at, since NaN and inf propagate through the update.
@@ -511,17 +539,19 @@ def simulate_batch(
     return BatchFeatures(count, buf, rate, state, dropped, record_ts, recorded, ok)
 
 
-def _run_split(params, stimulus, y0, per_neuron, config, devices, size):
-    """Split a chunk of `size` neurons across `devices`; they run concurrently (async dispatch)."""
-    parts = len(devices)
-    step = size // parts
-    outs = []
-    for k, device in enumerate(devices):
-        put = lambda tree, k=k, d=device: jax.device_put(
-            _take(tree, k * step, (k + 1) * step, size), d
-        )
-        s = put(stimulus) if per_neuron else jax.device_put(stimulus, device)
-        y_k = None if y0 is None else put(y0)
-        outs.append(_run_chunk(put(params), s, y_k, config, step, device.platform))
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(jax.device_get(xs), axis=0), *outs)
+def _local_kernel(config: KernelConfig, size: int, platform: str):
+    """The per-device body of a `shard_map`ped chunk: `size` neurons on one device."""
+    hold = platform == "cpu"
+    return lambda p, s, y: _run_chunk_impl(p, s, y, config, size, hold_rates=hold)
 
+
+def _rows(tree, rows: np.ndarray, size: int):
+    """`x[rows]` for every leaf with a leading axis of `size` (others unchanged)."""
+    idx = jnp.asarray(rows)
+
+    def take(x):
+        if hasattr(x, "shape") and x.ndim >= 1 and x.shape[0] == size:
+            return jnp.asarray(x)[idx]
+        return x
+
+    return jax.tree_util.tree_map(take, tree)

@@ -365,32 +365,6 @@ def test_bad_arguments():
         hhjax.simulate(p, 10.0, 10.0, solver=hhjax.ExponentialEuler())
 
 
-@pytest.mark.slow
-def test_split_over_two_cpu_devices_matches_one(tmp_path):
-    # Two host devices must be requested before JAX starts, hence a subprocess.
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        "import jax, json, jax.numpy as jnp, hhjax\n"
-        "jax.config.update('jax_enable_x64', True)\n"
-        "assert jax.local_device_count() == 2\n"
-        "p = hhjax.HHParams.neuron().replace(g_na=jnp.linspace(100.0, 140.0, 10))\n"
-        "f = hhjax.simulate_batch(p, jnp.linspace(0.0, 20.0, 10), 60.0, dt=0.05, max_spikes=4)\n"
-        "print(json.dumps([f.spike_count.tolist(), jnp.nan_to_num(f.spike_times).tolist()]))\n"
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    counts, times = json.loads(out.stdout.strip().splitlines()[-1])
-    p = hhjax.HHParams.neuron().replace(g_na=jnp.linspace(100.0, 140.0, 10))
-    one = hhjax.simulate_batch(p, jnp.linspace(0.0, 20.0, 10), 60.0, dt=0.05, max_spikes=4)
-    np.testing.assert_array_equal(counts, one.spike_count)
-    np.testing.assert_array_equal(times, np.nan_to_num(np.asarray(one.spike_times)))
-
-
 def test_single_neuron_and_partial_last_block():
     # 10.3 ms at 0.05 ms is 206 steps: 20 blocks of 0.5 ms and a last block of 6 steps.
     p = hhjax.HHParams.neuron()

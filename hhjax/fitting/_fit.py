@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import _scale
 from .._batch import _available_cores, _map_in_threads
 from .._simulate import SimulationError
 from ..models._hh import HHParams
@@ -1050,6 +1051,7 @@ def fit_batch(
     escalate: bool = True,
     electrode: Electrode | None = None,
     workers: int | None = None,
+    distribute: bool | None = None,
     throw: bool = True,
 ) -> list[FitResult]:
     """Fit many recordings independently in one vmapped, compiled call (e.g. 100 cells).
@@ -1068,7 +1070,13 @@ def fit_batch(
     - `workers`: on a CPU, the recordings are split into equal parts (four per worker) that
       `workers` threads fit with the same compiled program (XLA:CPU runs one compiled loop on
       one core); default: the cores available. A part stops as soon as its own slowest
-      member has converged.
+      member has converged. With several local devices (GPUs, or CPU devices from
+      `--xla_force_host_platform_device_count`) the parts go to them in turn, at least one
+      thread per device, so that they run side by side.
+    - `distribute`: split the recordings across the processes of `jax.distributed` (each
+      fits its share on its own devices; the results are gathered once, so every process
+      returns all of them; every process must make the same call). Default: when
+      `jax.process_count() > 1`.
     - The other arguments are as in [`fit`][] (`method="lm"` only). A member whose fit needs
       the nudging fallback (final mean squared residual above `fallback_threshold`) is refitted
       inside the same compiled loop, so the fallback costs no second compilation.
@@ -1127,52 +1135,83 @@ def fit_batch(
     cfg = dict(spec=spec, dts=(float(recs[0].dt),), init=init, max_iter=int(max_iter),
                y0_mode=y0, nudges=tuple(map(float, nudges)), n_starts=int(n_starts),
                spread=float(spread), with_linear=with_linear)
-    program = _batch_program(batched, cfg)
     size = len(recs)
+    devices = jax.local_devices()
+    n_dev = len(devices)
     if workers is None:
         workers = _available_cores() if jax.default_backend() == "cpu" else 1
-    workers = min(workers, size)
-    # Several parts per worker, taken from a queue: a member that needs the nudging refit
-    # keeps its part busy several times longer than the rest, and small parts let the other
-    # threads take over the remaining ones meanwhile.
-    n_parts = min(size, workers * _PARTS_PER_WORKER) if workers > 1 else 1
-    part = -(-size // n_parts)
-    n_parts = -(-size // part)
+    # Parts go to the local devices in turn, each called from its own thread, so that the
+    # devices run side by side: one compiled program, bit-identical to one device. (A
+    # `shard_map` over the devices, as `simulate_batch` uses, changed the fits in the 13th
+    # digit: XLA compiles the partitioned LM's linear algebra differently.)
+    workers = max(workers, n_dev)
+    n_res = recs[0].num_samples
 
-    def run_part(c):
-        # Every part has the same size (the last padded by repeating its final member), so
-        # all threads share one compiled program.
-        idx = jnp.asarray(np.minimum(np.arange(c * part, (c + 1) * part), size - 1))
-        take = lambda a: a[idx]
-        b_c = jax.tree_util.tree_map(take, base) if batched else base
-        out = program(b_c, v[idx], i[idx], sig[idx], theta_guess[idx], keys[idx], iters, redo)
-        return jax.device_get(out)
+    def solve(rows):
+        """Fit the members `rows` (global indices) on this process's devices: the first pass,
+        then the multi-start escalation for those still above the noise floor. Returns the
+        first-pass and final outputs (stacked) and, per member, whether the escalation was
+        tried and whether it won."""
+        n = len(rows)
+        w = min(workers, n)
+        # Several parts per worker, taken from a queue: a member that needs the nudging refit
+        # keeps its part busy several times longer than the rest, and small parts let the
+        # other threads take over the remaining ones meanwhile.
+        n_parts = min(n, w * _PARTS_PER_WORKER) if w > 1 else 1
+        part = -(-n // n_parts)
+        n_parts = -(-n // part)
+
+        def run(idx, th, near=None, device=None):
+            # Every part has the same size (the last padded by repeating its final member),
+            # so all threads share one compiled program.
+            take = lambda a: a[idx]
+            b_c = jax.tree_util.tree_map(take, base) if batched else base
+            a_c = (b_c, v[idx], i[idx], sig[idx], th, keys[idx], iters, redo)
+            a_c += () if near is None else (near,)
+            near = near is not None
+            if device is not None:
+                a_c = jax.device_put(a_c, device)
+            return _batch_program(batched, dict(cfg, init="multistart") if near else cfg,
+                                  near)(*a_c)
+
+        def run_part(c):
+            pos = np.minimum(np.arange(c * part, (c + 1) * part), n - 1)
+            idx = jnp.asarray(rows[pos])
+            device = devices[c % n_dev] if n_dev > 1 else None
+            return jax.device_get(run(idx, theta_guess[idx], device=device))
+
+        parts = _map_in_threads(run_part, n_parts, w)
+        first = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *parts)
+        final = jax.tree_util.tree_map(np.copy, first)
+        tried, won = np.zeros(n, bool), np.zeros(n, bool)
+        member = lambda out, j: jax.tree_util.tree_map(lambda a: a[j], out)
+        redo_pos = [j for j in range(n) if escalate and fallback
+                    and init in _FALLBACK_INITS and _misfit(member(first, j), [n_res])]
+        if redo_pos:
+            # The members still above the noise floor: a vmapped multi-start from each one's
+            # fit (one more compiled program, built only when some member needs it).
+            pos = np.asarray(redo_pos)
+            ms = jax.device_get(run(jnp.asarray(rows[pos]), jnp.asarray(first["start"][pos]),
+                                    jnp.asarray(first["theta"][pos])))
+            for j_ms, j in enumerate(redo_pos):
+                tried[j] = True
+                cand = member(ms, j_ms)
+                if _better(member(first, j), cand) is cand:
+                    won[j] = True
+                    for name in final:
+                        final[name][j] = first[name][j] if name == "start" else cand[name]
+        return first, final, tried, won
 
     t_start = time.perf_counter()
-    parts = _map_in_threads(run_part, n_parts, workers)
-    out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:size], *parts)
-    n_res = recs[0].num_samples
-    members = [jax.tree_util.tree_map(lambda a, k=k: a[k], out) for k in range(size)]
-    stages = [_stages(o, init, theta_guess[k]) for k, o in enumerate(members)]
-    escalated = [False] * size
-    redo_idx = [k for k, o in enumerate(members) if escalate and fallback
-                and init in _FALLBACK_INITS and _misfit(o, [n_res])]
-    if redo_idx:
-        # The members still above the noise floor: a vmapped multi-start from each one's fit
-        # (one more compiled program, built only when some member needs it).
-        ms_program = _batch_program(batched, dict(cfg, init="multistart"), near=True)
-        idx = jnp.asarray(redo_idx)
-        b_c = jax.tree_util.tree_map(lambda a: a[idx], base) if batched else base
-        th = jnp.stack([jnp.asarray(members[k]["start"]) for k in redo_idx])
-        near = jnp.stack([jnp.asarray(members[k]["theta"]) for k in redo_idx])
-        ms = jax.device_get(ms_program(b_c, v[idx], i[idx], sig[idx], th, keys[idx], iters,
-                                       redo, near))
-        for j, k in enumerate(redo_idx):
-            stages[k].append("multistart")
-            cand = jax.tree_util.tree_map(lambda a, j=j: a[j], ms)
-            if _better(members[k], cand) is cand:
-                members[k] = dict(cand, start=members[k]["start"])
-                escalated[k] = True
+    if _scale.split_processes(distribute):
+        # This process's share of the recordings, gathered once at the end.
+        first, final, tried, won = _scale.gather_rows(solve(_scale.process_rows(size)), size)
+    else:
+        first, final, tried, won = solve(np.arange(size))
+    members = [jax.tree_util.tree_map(lambda a, k=k: a[k], final) for k in range(size)]
+    stages = [_stages(jax.tree_util.tree_map(lambda a, k=k: a[k], first), init, theta_guess[k])
+              + (["multistart"] if tried[k] else []) for k in range(size)]
+    escalated = [bool(x) for x in won]
     wall = time.perf_counter() - t_start
     failed = [k for k, o in enumerate(members) if not _finite_fit(o)]
     if failed:

@@ -1,0 +1,61 @@
+"""Worker for tests/test_scale.py: runs `simulate_batch` and `fit_batch` on a small fixed
+problem and saves the results, either on this process's devices or as one process of a
+`jax.distributed` run.
+
+    python tests/scale_worker.py OUT.npz                      # this process's devices
+    python tests/scale_worker.py OUT.npz PROCESS_ID N PORT    # one of N processes on 127.0.0.1
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hhjax
+from hhjax import fitting as hf
+
+FREE = ("g_na", "g_k", "g_l", "e_l", "c_m")
+
+
+def problem():
+    """Seven neurons (an odd count: padding on two devices or processes) and three noisy
+    recordings of one HH cell."""
+    p = hhjax.HHParams.neuron().replace(g_na=jnp.linspace(100.0, 140.0, 7))
+    stim = jnp.linspace(0.0, 20.0, 7)
+    true = hhjax.HHParams()
+    ts = np.round(np.arange(801) * 0.05, 10)
+    step = hhjax.Step(10.0, 5.0, 35.0)
+    v = np.asarray(hhjax.simulate(true, step, 40.0, ts=ts).v)
+    i = np.asarray(jax.vmap(step)(jnp.asarray(ts)))
+    recs = [hf.Recording(ts, v + 0.5 * np.random.default_rng(s).standard_normal(v.shape), i)
+            for s in range(3)]
+    return p, stim, recs
+
+
+def run():
+    p, stim, recs = problem()
+    f = hhjax.simulate_batch(p, stim, 60.0, dt=0.05, max_spikes=4, record=("v",))
+    fits = hf.fit_batch(recs, FREE, init="linear")
+    return dict(
+        count=np.asarray(f.spike_count), times=np.asarray(f.spike_times),
+        v=np.asarray(f.record["v"]), ok=np.asarray(f.ok),
+        values=np.array([[r.values[n] for n in FREE] for r in fits]),
+        stderr=np.array([[r.stderr[n] for n in FREE] for r in fits]),
+        n_iter=np.array([r.n_iter for r in fits]),
+        devices=np.array([jax.local_device_count(), jax.process_count()]),
+    )
+
+
+if __name__ == "__main__":
+    jax.config.update("jax_enable_x64", True)
+    if len(sys.argv) > 2:
+        process_id, n_proc, port = map(int, sys.argv[2:5])
+        jax.distributed.initialize(
+            coordinator_address=f"127.0.0.1:{port}",
+            num_processes=n_proc,
+            process_id=process_id,
+            coordinator_bind_address=f"127.0.0.1:{port}",
+            initialization_timeout=120,
+        )
+    np.savez(sys.argv[1], **run())
