@@ -36,6 +36,7 @@ _EXPORTS = {
     "._solvers": ("ExponentialEuler", "MembraneTerm"),
     "._spikes": ("AdaptiveSpikes", "spike_times_adaptive"),
     "._stimulus": ("AbstractStimulus", "OUNoise", "Pulses", "Sampled", "Step", "SumStimulus"),
+    "._sweep": ("SweepAxis", "SweepConfig", "SweepError", "load_sweep", "sweep"),
     ".models._hh": ("FIELDS", "HHParams", "HHState", "gates_inf", "ionic_currents", "vector_field"),
 }
 _MODULES = {"kinetics": "._kinetics", "fitting": ".fitting", "io": ".io", "models": ".models"}

@@ -1,4 +1,4 @@
-"""The `hhjax` command line: `hhjax demo`, `hhjax simulate`, `hhjax fit`.
+"""The `hhjax` command line: `hhjax demo`, `hhjax simulate`, `hhjax fit`, `hhjax sweep`.
 
 Units on the command line are the library's: ms, mV, µA/cm², mS/cm², µF/cm², °C.
 Exit codes: 0 success, 1 the computation failed, 2 bad arguments (usage error).
@@ -770,6 +770,80 @@ def _add_simulate(sub) -> None:
     p.set_defaults(run=run_simulate)
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    """`hhjax sweep CONFIG`: run or continue a sweep, one Parquet file per shard."""
+    out = _output_folder(args.out)
+    if (args.coordinator is None) != (args.num_processes is None) or (
+        args.num_processes is not None and args.process_id is None
+    ):
+        raise UsageError("--coordinator, --num-processes and --process-id go together "
+                         "(or pass --distributed alone to read them from SLURM).")
+    import jax
+
+    from ._sweep import SweepConfig, SweepError, sweep
+
+    try:
+        config = SweepConfig.from_toml(args.config)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    if args.coordinator is not None:
+        jax.distributed.initialize(coordinator_address=args.coordinator,
+                                   num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    elif args.distributed:
+        jax.distributed.initialize()  # SLURM and other clusters JAX detects
+    try:
+        config.base_model()
+        summary = sweep(config, out, progress=not args.quiet)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    except SweepError as err:
+        raise CommandFailed(str(err)) from None
+    if not args.quiet:
+        who = f"process {jax.process_index()} of {jax.process_count()}: " \
+            if jax.process_count() > 1 else ""
+        print(f"{who}{len(summary.written)} shard(s) written ({summary.points} points, "
+              f"{summary.seconds:.1f} s), {len(summary.skipped)} already done; "
+              f"{config.size} points in {config.n_shards} shard(s) under {out}")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="a parameter sweep from a TOML file, one Parquet file per shard (resumable)",
+        description=(
+            "Simulate a grid or random sample over a model's parameters and a step's "
+            "amplitude (simulate_batch, features only) and write one Parquet file per shard "
+            "into --out. Rerunning the same command after a kill skips the finished shards. "
+            "With several processes (one command per host), each writes its own shards."
+        ),
+        epilog=(
+            "example sweep.toml:\n"
+            "  [model]\n  name = \"HHParams.neuron\"\n"
+            "  [axes]\n  g_na = {start = 80.0, stop = 160.0, num = 81}\n"
+            "  g_k = {start = 20.0, stop = 50.0, num = 31}\n"
+            "  [stimulus]\n  amplitude = {start = 0.0, stop = 20.0, num = 41}\n  start = 5.0\n"
+            "  [run]\n  t1 = 500.0\n  shard_size = 100000\n\n"
+            "two hosts:  hhjax sweep sweep.toml --coordinator host0:1234 --num-processes 2 "
+            "--process-id 0   (and 1 on the other)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", help="the sweep's TOML file")
+    p.add_argument("--out", default="hhjax-sweep", help="output folder (default: hhjax-sweep/)")
+    p.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="jax.distributed coordinator (process 0's address)")
+    p.add_argument("--num-processes", type=int_at_least(1), default=None)
+    p.add_argument("--process-id", type=int_at_least(0), default=None)
+    p.add_argument("--distributed", action="store_true",
+                   help="jax.distributed.initialize() with the cluster's own settings (SLURM)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=run_sweep)
+
+
 def _add_fit(sub) -> None:
     from . import _cli_fit
 
@@ -777,7 +851,7 @@ def _add_fit(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `hhjax` command (subcommands demo, simulate, fit)."""
+    """The argument parser of the `hhjax` command (subcommands demo, simulate, fit, sweep)."""
     from . import __version__
 
     parser = Parser(
@@ -790,6 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_simulate(sub)
     _add_fit(sub)
+    _add_sweep(sub)
     return parser
 
 
