@@ -2,11 +2,19 @@
 
     python benchmarks/gpu.py [float32|float64] [max_neurons]
 
-Writes benchmarks/results/gpu_<device>_<dtype>.json with the device named. Same workload as
-the CPU batch table (NEURON hh.mod parameters, steps 0–20 µA/cm² from 5 ms, features only).
+Writes benchmarks/results/gpu_<device>_<dtype>[_<tag>].json with the device named. Same
+workload as the CPU batch table (NEURON hh.mod parameters, steps 0–20 µA/cm² from 5 ms,
+features only).
+
+XLA's on-device while loops (command buffers that include `WHILE`) are tried by running the
+script a second time with the flag and a tag for the file name:
+
+    XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUSTOM_CALL,WHILE,CONDITIONAL \
+        HHJAX_BENCH_TAG=while python benchmarks/gpu.py float32
 """
 
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -55,8 +63,10 @@ def main(max_neurons=10**7, t1=250.0, dt=0.025):
         )
         print(rows[-1], flush=True)
         n *= 10
-    out = dict(device=str(device.device_kind), platform=device.platform, dtype=DTYPE, rows=rows)
-    name = f"gpu_{device.device_kind.replace(' ', '_')}_{DTYPE}.json"
+    tag = os.environ.get("HHJAX_BENCH_TAG", "")
+    out = dict(device=str(device.device_kind), platform=device.platform, dtype=DTYPE, rows=rows,
+               xla_flags=os.environ.get("XLA_FLAGS", ""), devices=jax.local_device_count())
+    name = f"gpu_{device.device_kind.replace(' ', '_')}_{DTYPE}{'_' + tag if tag else ''}.json"
     (HERE / "results" / name).write_text(json.dumps(out, indent=1) + "\n")
 
 

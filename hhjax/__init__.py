@@ -5,9 +5,9 @@ Units everywhere: mV, ms, µA/cm², mS/cm², µF/cm², °C.
 Layout: `_model` (the `AbstractModel` contract every path uses), `models/` (channels and the
 models composed of them: HH, the cortical family, user-composed `Membrane`), `_solvers`
 (the Diffrax term and exponential Euler), `_simulate` (`simulate` and model-generic helpers),
-`_batch` (`simulate_batch`), `_spikes` and `_features` (spike detection and features),
-`_stimulus`, `_kinetics` (rate functions), `_checks` (validation), `fitting/`, `io`, `plot`,
-`cli`.
+`_batch` (`simulate_batch`), `_scale` (local devices and processes), `_sweep` (resumable
+sweeps), `_spikes` and `_features` (spike detection and features), `_stimulus`, `_kinetics`
+(rate functions), `_checks` (validation), `fitting/`, `io`, `plot`, `cli`.
 
 Public names load on first use (PEP 562), so that the `hhjax` command and `hhjax --help` answer
 without importing JAX (3–8 s); `from hhjax import X` and `hhjax.X` work as usual.

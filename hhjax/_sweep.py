@@ -410,7 +410,7 @@ def _write_shard(out: pathlib.Path, config: SweepConfig, shard: int, cols, times
     table = pa.Table.from_arrays(arrays, names=names).replace_schema_metadata(meta)
     path = _shard_path(out, shard)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pa.parquet.write_table(table, tmp, write_page_checksum=True)
+    pa.parquet.write_table(table, tmp, compression="zstd", write_page_checksum=True)
     with open(tmp, "rb") as f:  # on disk before the rename makes it count
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -33,6 +33,37 @@ def problem():
     return p, stim, recs
 
 
+def population_losses():
+    """Two generations of the cross-entropy search on a trace loss: the population (an odd
+    size) scored on this process's devices, or shared across processes."""
+    from hhjax.fitting import _population
+    from hhjax.fitting._config import CrossEntropy
+
+    _, _, recs = problem()
+    true = hhjax.HHParams()
+    step = hhjax.Step(10.0, 5.0, 35.0)
+
+    def loss(theta):
+        # A fit's kind of loss: the error of a 20-ms exponential-Euler trace.
+        q = true.replace(g_na=jnp.exp(theta[0]), g_k=jnp.exp(theta[1]))
+        v = hhjax.simulate(q, step, 20.0, solver=hhjax.ExponentialEuler(), dt0=0.05).v
+        return jnp.mean((v - recs[0].v[: v.shape[0]]) ** 2)
+
+    class Spec:
+        names = ("g_na", "g_k")
+        transforms = ("log", "log")
+
+        @staticmethod
+        def theta_bounds():
+            return np.log([50.0, 10.0]), np.log([300.0, 100.0])
+
+    solver = CrossEntropy(population=9, generations=2, seed=1,
+                          distribute=jax.process_count() > 1)
+    theta, best, hist, _ = _population.cross_entropy(
+        loss, Spec, jnp.log(jnp.asarray([100.0, 30.0])), solver)
+    return np.asarray(theta), np.asarray([best, *hist])
+
+
 def run():
     p, stim, recs = problem()
     f = hhjax.simulate_batch(p, stim, 60.0, dt=0.05, max_spikes=4, record=("v",))
@@ -44,6 +75,7 @@ def run():
         stderr=np.array([[r.stderr[n] for n in FREE] for r in fits]),
         n_iter=np.array([r.n_iter for r in fits]),
         devices=np.array([jax.local_device_count(), jax.process_count()]),
+        **dict(zip(("cem_theta", "cem_losses"), population_losses(), strict=True)),
     )
 
 

@@ -1,5 +1,6 @@
-"""Scale-out: the batch entry points on two local devices and on two `jax.distributed`
-processes return exactly the one-device result (`tests/scale_worker.py` runs the problem)."""
+"""Scale-out: the batch entry points (`simulate_batch`, `fit_batch`, the cross-entropy
+population) on two local devices and on two `jax.distributed` processes return exactly the
+one-device result (`tests/scale_worker.py` runs the problem)."""
 
 import os
 import pathlib
@@ -52,5 +53,7 @@ def test_batch_entry_points_equal_one_device(runs, name):
     assert tuple(got["devices"]) == ((2, 1) if name == "devices" else (1, 2))
     assert tuple(reference["devices"]) == (1, 1)
     assert reference["count"].tolist() == [0, 1, 1, 4, 5, 5, 6]  # the batch does fire
-    for key in ("count", "times", "v", "ok", "values", "stderr", "n_iter"):
+    assert np.all(np.diff(reference["cem_losses"][1:]) <= 0)  # the search does descend
+    for key in ("count", "times", "v", "ok", "values", "stderr", "n_iter", "cem_theta",
+                "cem_losses"):
         np.testing.assert_array_equal(got[key], reference[key], err_msg=key)

@@ -123,6 +123,10 @@ class CrossEntropy(AbstractSolver):
 
     - `scale`: `{field: initial spread}`, in log units for positive fields and mV for
       potentials; default 0.5 and 4 mV.
+    - `distribute`: score each generation's population across the processes of
+      `jax.distributed` too (each scores its share; the losses are gathered, a few bytes per
+      member, once per generation); every process must then make the same `fit` call. The
+      population is always spread over this process's devices (same result as one device).
     """
 
     method = "cem"
@@ -135,6 +139,7 @@ class CrossEntropy(AbstractSolver):
     polish_steps: int = 40
     polish: tuple[str, ...] | None = None
     learning_rate: float = 0.01
+    distribute: bool = False
 
 
 class Electrode(eqx.Module):
@@ -209,4 +214,7 @@ def resolve_solver(solver, method: str) -> AbstractSolver:
         check_real("solver.learning_rate", solver.learning_rate, above=0.0)
         for name, x in (solver.scale or {}).items():
             check_real(f"solver.scale[{name!r}]", x, above=0.0)
+        if not isinstance(solver.distribute, bool):
+            raise ValueError(f"`solver.distribute` must be True or False, got "
+                             f"{solver.distribute!r}.")
     return solver

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from .. import _scale
-from .._batch import _available_cores, _map_in_threads
+from .._scale import _available_cores, _map_in_threads
 from .._simulate import SimulationError
 from ..models._hh import HHParams
 from . import _population

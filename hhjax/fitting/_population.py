@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import _scale
 from ._free import _LINEAR_SCALE
 
 __all__ = ["cross_entropy", "polish"]
@@ -38,6 +39,16 @@ def cross_entropy(loss, spec, theta0, solver, callback=None):
     (`history`: the best loss after each generation; `collapsed`: whether the final sampling
     distribution had shrunk to its floor in every coordinate)."""
     batched = eqx.filter_jit(jax.vmap(loss))
+    split = _scale.split_processes(bool(getattr(solver, "distribute", False)))
+
+    def score(xs):
+        # This process's devices side by side (and its share of the population, with
+        # `distribute`); the losses of every member come back to every process.
+        if not split:
+            return _scale.spread(batched, xs)
+        rows = _scale.process_rows(len(xs))
+        return _scale.gather_rows(_scale.spread(batched, xs[rows]), len(xs))
+
     n = len(spec.names)
     std0 = _spreads(spec, solver.scale)
     floor = 0.02 * std0
@@ -56,7 +67,7 @@ def cross_entropy(loss, spec, theta0, solver, callback=None):
             xs = mean + std * rng.standard_normal((solver.population, n))
             xs[0] = run_x  # the best so far stays in the population
             xs = np.clip(xs, lo, hi)
-            losses = np.asarray(batched(jnp.asarray(xs, theta0.dtype)), dtype=np.float64)
+            losses = np.asarray(score(jnp.asarray(xs, theta0.dtype)), dtype=np.float64)
             losses = np.where(np.isfinite(losses), losses, np.inf)
             order = np.argsort(losses, kind="stable")
             if losses[order[0]] < run_loss:
