@@ -10,7 +10,7 @@ the sweep's own time (from the command's summary line, compilation included) is 
 beside the command's wall time. The two folders are checked to hold the same table. Each
 repeat also times the bare kernel (65,536 neurons, one thread) alone and as two processes at
 once: the efficiency this machine itself gives two busy cores, the ceiling for the sweep's.
-Writes benchmarks/results/scaling.json and prints the medians.
+Writes benchmarks/results/scaling_t<t1>.json and prints the medians.
 """
 
 import json
@@ -157,7 +157,7 @@ def main(repeats=3, t1=200.0):
         parquet_bytes_per_neuron=shard_bytes / cfg.size,
         identical_tables=bool(same),
     )
-    (HERE / "results" / "scaling.json").write_text(json.dumps(result, indent=1) + "\n")
+    (HERE / "results" / f"scaling_t{t1:g}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     shutil.rmtree(tmp, ignore_errors=True)
 
