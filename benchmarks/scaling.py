@@ -10,6 +10,8 @@ the sweep's own time (from the command's summary line, compilation included) is 
 beside the command's wall time. The two folders are checked to hold the same table. Each
 repeat also times the bare kernel (65,536 neurons, one thread) alone and as two processes at
 once: the efficiency this machine itself gives two busy cores, the ceiling for the sweep's.
+Last, one process on both cores: two threads on one CPU device (the default) against two XLA
+CPU devices (`shard_map`).
 Writes benchmarks/results/scaling_t<t1>.json and prints the medians.
 """
 
@@ -109,6 +111,34 @@ def ceiling(t1):
     return alone, both
 
 
+DEVICES = """
+import os, statistics, sys, time, jax, jax.numpy as jnp, hhjax
+p = hhjax.HHParams.neuron().astype(jnp.float32)
+st = hhjax.Step(jnp.linspace(0, 20, 131072, dtype=jnp.float32), 5.0)
+run = lambda: hhjax.simulate_batch(p, st, float(sys.argv[1]), progress=False)
+run()
+times = []
+for _ in range(3):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+print(jax.local_device_count(), statistics.median(times))
+"""
+
+
+def devices_vs_threads(t1):
+    """One process, both cores: two threads on one CPU device (the default) against two XLA
+    CPU devices (one `shard_map`ped program); 131,072 neurons, `t1` ms, medians of 3."""
+    out = {}
+    for label, flags in (("threads", ""), ("devices", "--xla_force_host_platform_device_count=2")):
+        env = dict(os.environ, XLA_FLAGS=flags)
+        text = subprocess.run([sys.executable, "-c", DEVICES, str(t1)], env=env, check=True,
+                              capture_output=True, text=True).stdout.split()
+        out[label] = dict(devices=int(text[0]), median_s=float(text[1]),
+                          neuron_steps_per_s=131072 * round(t1 / 0.025) / float(text[1]))
+    return out
+
+
 def main(repeats=3, t1=200.0):
     import numpy as np
 
@@ -136,6 +166,8 @@ def main(repeats=3, t1=200.0):
             a, b = a.flatten(), b.flatten()
         a, b = a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False)
         same = same and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    both_cores = devices_vs_threads(t1)
+    print("one process, both cores:", both_cores, flush=True)
     shard_bytes = sum(f.stat().st_size for f in (tmp / "out1").glob("shard-*.parquet"))
     med = {p: (statistics.median(w for w, _ in r), statistics.median(s for _, s in r))
            for p, r in rows.items()}
@@ -154,6 +186,7 @@ def main(repeats=3, t1=200.0):
         kernel_alone_s=[a for a, _ in pairs], kernel_two_at_once_s=[b for _, b in pairs],
         machine_efficiency=statistics.median(a / b for a, b in pairs),
         neuron_steps_per_s_one_process=cfg.size * steps / med[1][1],
+        one_process_both_cores=both_cores,
         parquet_bytes_per_neuron=shard_bytes / cfg.size,
         identical_tables=bool(same),
     )
