@@ -339,7 +339,6 @@ def simulate_batch(
       (XLA:CPU runs one compiled scan on one core). Default: the cores available to this
       process, with parts of at least 1,024 neurons; each chunk is then split into `workers`
       equal parts. Ignored on accelerators and with several devices.
-
     - `distribute`: split the batch across the processes of `jax.distributed` (each process
       simulates its contiguous share on its own devices, with no communication until one
       gather at the end; every process must make the same call). Default: when

@@ -176,6 +176,11 @@ class SweepConfig:
             x = getattr(self, name)
             if not (isinstance(x, int | float) and math.isfinite(x) and x > 0):
                 raise ValueError(f"SweepConfig: `{name}` must be a number > 0 ms, got {x!r}.")
+        stop = self.t1 if self.stop is None else self.stop
+        if not (isinstance(self.start, int | float) and 0 <= self.start < stop <= self.t1):
+            raise ValueError(
+                f"SweepConfig: the step needs 0 <= start < stop <= t1; got start {self.start}, "
+                f"stop {self.stop}, t1 {self.t1} ms.")
 
     # ------------------------------------------------------------------ construction
     @classmethod

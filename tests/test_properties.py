@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import hhjax
 from hhjax import _simulate
 
-N_DEFAULT = 20
+N_DEFAULT = 40
 N_SLOW = 600
 T1 = 12.0
 STIFF_F32 = 2000.0  # /ms: the float32 stiffness limit (see `cases`)

@@ -175,6 +175,7 @@ def test_damaged_and_foreign_shards_are_refused(reference, config_file, tmp_path
     ("[axes]\ng_na = [1.0]\n[run]\nsample = 'random'\n", "needs `n`"),
     ("[axes]\ng_na = 'x'\n", "give a list"),
     ("[axes]\n", "`axes` is empty"),
+    ("[axes]\ng_na = [1.0]\n[stimulus]\nstart = 5.0\n[run]\nt1 = 5.0\n", "start < stop"),
 ])
 def test_bad_configurations_are_named(tmp_path, text, match):
     path = tmp_path / "bad.toml"
