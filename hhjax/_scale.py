@@ -21,7 +21,6 @@ from one device by an ulp per step (7.5 mV after 200 ms on HH, measured when thi
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -166,53 +165,21 @@ def on_devices(fn, key, args: tuple, batched: tuple[bool, ...], size: int, devic
             return PartitionSpec(_AXIS) if split and x.ndim and x.shape[0] == size else \
                 PartitionSpec()
 
-        def outer(dynamic, static):
+        def outer(*args):
+            # Under `eqx.filter_jit` the arrays are traced and everything else is static.
+            dynamic, static = eqx.partition(args, eqx.is_array)
             specs = tuple(
                 jax.tree_util.tree_map(lambda x, b=b: spec(x, b), d)
                 for d, b in zip(dynamic, batched, strict=True)
             )
 
             def inner(*parts):
-                return fn(*eqx.combine(parts, static.tree))
+                return fn(*eqx.combine(parts, static))
 
             run = jax.shard_map(inner, mesh=mesh, in_specs=specs,
                                 out_specs=PartitionSpec(_AXIS), check_vma=False)
             return run(*dynamic)
 
-        jit = jax.jit(outer, static_argnums=1, compiler_options=compiler_options)
-        program = _programs[cache_key] = jit
-    dynamic, static = eqx.partition(tuple(args), eqx.is_array)
-    return program(dynamic, _Static(static))
-
-
-class _Static:
-    """Hashable-by-value wrapper for the non-array part of the arguments (a `jit` static)."""
-
-    def __init__(self, tree):
-        self.tree = tree
-        leaves, self._def = jax.tree_util.tree_flatten(tree)
-        self._leaves = tuple(leaves)
-
-    def __hash__(self):
-        return hash((self._def, tuple(_hashable(x) for x in self._leaves)))
-
-    def __eq__(self, other):
-        return isinstance(other, _Static) and self._def == other._def and all(
-            _same(a, b) for a, b in zip(self._leaves, other._leaves, strict=True))
-
-
-def _hashable(x):
-    try:
-        hash(x)
-        return x
-    except TypeError:
-        return id(x)
-
-
-def _same(a, b):
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # an unhashable, uncomparable leaf: identity
-        return a is b
+        program = _programs[cache_key] = eqx.filter_jit(outer,
+                                                        compiler_options=compiler_options)
+    return program(*args)

@@ -284,8 +284,7 @@ class SweepConfig:
             raise ValueError(f"SweepConfig: model {self.model!r}: {cls_name} has no preset "
                              f"{preset!r}.")
         model = make()
-        names = set(getattr(model, "field_names", None) or
-                    (f.name for f in dataclasses.fields(model)))
+        names = set(model.field_names)
         for k in list(self.fixed) + [k for k in self.axes if k != "amplitude"]:
             if k not in names:
                 raise ValueError(f"SweepConfig: {k!r} is not a field of {self.model}; fields: "
@@ -383,7 +382,7 @@ def _simulate_shard(config: SweepConfig, model, shard: int):
         pts = {k: v[pad] for k, v in pts.items()}
     dtype = jnp.dtype(config.dtype)
     fields = {k: jnp.asarray(v, dtype) for k, v in pts.items() if k != "amplitude"}
-    params = model.replace(**fields).astype(dtype) if fields else model.astype(dtype)
+    params = model.replace(**fields).astype(dtype)
     amp = pts.get("amplitude", config.amplitude)
     stim = hhjax.Step(jnp.asarray(amp, dtype), config.start,
                       config.t1 if config.stop is None else config.stop)
@@ -468,7 +467,7 @@ def sweep(config: SweepConfig, out: str | os.PathLike, *, progress: bool = True,
         if path.exists():
             _check_shard(path, config, shard)
             done.append(shard)
-    todo = [s for s in mine if s not in set(done)]
+    todo = [s for s in mine if s not in done]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -503,9 +502,7 @@ def load_sweep(out: str | os.PathLike, *, columns: Sequence[str] | None = None) 
     if not manifest.exists():
         raise SweepError(f"{out} holds no sweep (no sweep.json).")
     doc = json.loads(manifest.read_text())
-    raw = dict(doc["config"])
-    config = SweepConfig(**{k: v for k, v in raw.items() if k != "axes"},
-                         axes={k: SweepAxis.parse(k, a) for k, a in raw["axes"].items()})
+    config = SweepConfig(**doc["config"])  # its axes are parsed from their JSON form
     if config.fingerprint != doc["fingerprint"]:
         raise SweepError(f"{manifest} is inconsistent (its configuration's fingerprint is "
                          f"{config.fingerprint}, it records {doc['fingerprint']}).")

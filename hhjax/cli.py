@@ -795,7 +795,6 @@ def run_sweep(args: argparse.Namespace) -> int:
     elif args.distributed:
         jax.distributed.initialize()  # SLURM and other clusters JAX detects
     try:
-        config.base_model()
         summary = sweep(config, out, progress=not args.quiet)
     except ValueError as err:
         raise UsageError(str(err)) from None
