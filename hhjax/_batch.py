@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from . import _scale
+from . import _fused, _scale
 from ._checks import check_count
 from ._model import AbstractModel, _spike_threshold
 from ._scale import _available_cores, _map_in_threads
@@ -33,7 +33,7 @@ from ._simulate import _as_state, _model
 from ._spikes import _crossing_fraction
 from ._stimulus import AbstractStimulus, as_stimulus
 
-__all__ = ["BatchFeatures", "KernelConfig", "simulate_batch"]
+__all__ = ["BatchFeatures", "KernelConfig", "batch_features", "simulate_batch"]
 
 
 class BatchFeatures(eqx.Module):
@@ -114,15 +114,16 @@ class KernelConfig:
 _STORE_GROUP = 32
 
 
-def _chunk_kernel(params, stimulus, y0, zero, config: KernelConfig):
+def _chunk_kernel(params, stimulus, y0, zero, config: KernelConfig, threshold=None):
     """Simulate one chunk of neurons; `zero` is a run-time int32 0 or 1 (or `None`: no held
-    rates, for accelerators)."""
+    rates, for accelerators); `threshold` (an array, possibly traced) replaces
+    `config.threshold`."""
     t0, dt, n_blocks, block, tail = config.t0, config.dt, config.n_blocks, config.block, config.tail
     max_spikes, record, unroll = config.max_spikes, config.record, config.unroll
     dtype = y0.v.dtype
     size = y0.v.shape[0]
     dt_ = jnp.asarray(dt, dtype)
-    thr = jnp.asarray(config.threshold, dtype)
+    thr = jnp.asarray(config.threshold if threshold is None else threshold, dtype)
     t0_ = jnp.asarray(t0, dtype)
     # Per-neuron constants (HH: the Q10 pow, 1/C_m) leave the loop.
     constants = params._step_constants(dt_)
@@ -216,7 +217,8 @@ def _chunk_kernel(params, stimulus, y0, zero, config: KernelConfig):
     return count, buf, dropped, state, recorded
 
 
-def _run_chunk_impl(params, stimulus, y0, config: KernelConfig, size: int, hold_rates=True):
+def _run_chunk_impl(params, stimulus, y0, config: KernelConfig, size: int, hold_rates=True,
+                    threshold=None):
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     if y0 is None:
@@ -225,7 +227,7 @@ def _run_chunk_impl(params, stimulus, y0, config: KernelConfig, size: int, hold_
     # Any index in [0, 1] serves `_keep_whole`; this one is 0 but comes from a run-time value.
     # The held rates are an XLA:CPU workaround; other backends skip the extra copies.
     zero = jnp.isnan(jnp.ravel(params.c_m)[0]).astype(jnp.int32) if hold_rates else None
-    return _chunk_kernel(params, stimulus, y0, zero, config)
+    return _chunk_kernel(params, stimulus, y0, zero, config, threshold)
 
 
 # XLA:CPU emits 256-bit vectors by default. The step is arithmetic-bound (exponentials and
@@ -237,10 +239,39 @@ _run_chunk_cpu = eqx.filter_jit(_run_chunk_impl, compiler_options=_CPU_COMPILER_
 _run_chunk_other = eqx.filter_jit(functools.partial(_run_chunk_impl, hold_rates=False))
 
 
-def _run_chunk(params, stimulus, y0, config: KernelConfig, size: int, platform="cpu"):
-    """One compiled call for `size` neurons; parameter fields are scalars or `(size,)`."""
+def _run_chunk(params, stimulus, y0, config: KernelConfig, size: int, platform="cpu",
+               fused=False):
+    """One compiled call for `size` neurons; parameter fields are scalars or `(size,)`.
+    `fused`: the fused Pallas kernel (`hhjax._fused`; interpreted off GPUs)."""
+    if fused:
+        return _fused.fused_chunk_jit(params, stimulus, y0, config, size, not _is_gpu(platform))
     run = _run_chunk_cpu if platform == "cpu" else _run_chunk_other
     return run(params, stimulus, y0, config, size)
+
+
+def _is_gpu(platform: str) -> bool:
+    return platform in ("gpu", "cuda", "rocm")
+
+
+_KERNELS = ("auto", "xla", "fused")
+
+
+def _choose_kernel(owner: str, kernel: str, platform: str, stimulus, size: int, dtype,
+                   record=()) -> bool:
+    """Whether `owner` runs the fused kernel: `"auto"` on GPUs where it can, `"fused"` always
+    (or an error saying why not), `"xla"` never."""
+    if kernel not in _KERNELS:
+        raise ValueError(f"{owner}: `kernel` must be one of {_KERNELS}, got {kernel!r}.")
+    if kernel == "xla" or (kernel == "auto" and not _is_gpu(platform)):
+        return False
+    reason = _fused.unsupported(stimulus, size, dtype, record)
+    if reason is None:
+        return True
+    if kernel == "fused":
+        raise ValueError(
+            f"{owner}: kernel='fused' cannot take {reason}; use kernel='xla' (or 'auto')."
+        )
+    return False
 
 
 # ---------------------------------------------------------------------------- public entry
@@ -303,6 +334,7 @@ def simulate_batch(
     progress: bool | None = None,
     workers: int | None = None,
     distribute: bool | None = None,
+    kernel: str = "auto",
 ) -> BatchFeatures:
     """Simulate many neurons with [`ExponentialEuler`][] and return only their spike features.
 
@@ -343,6 +375,13 @@ def simulate_batch(
       simulates its contiguous share on its own devices, with no communication until one
       gather at the end; every process must make the same call). Default: when
       `jax.process_count() > 1`. `False` keeps the call local to this process.
+    - `kernel`: `"xla"`, a `lax.scan` over time (every platform); `"fused"`, one Pallas
+      program per block of neurons holding their state in registers for the whole run
+      (`hhjax._fused`: Triton on GPUs, Pallas' slow interpreter elsewhere; per-neuron
+      stimuli of `Step` and `Pulses` terms, shared stimuli of any kind, no `record`; every
+      crossing is stored, so `dropped` stays 0); `"auto"` (default), the fused kernel on
+      GPUs where it can run the batch, else the XLA one. Both give the same counts and,
+      in one dtype, the same spike times to rounding (`tests/test_fused.py`).
 
     **Returns:**
 
@@ -354,17 +393,7 @@ def simulate_batch(
     """
     params = _model("simulate_batch", params)
     params, stimulus, y0 = _scale.unshard((params, stimulus, y0))
-    t0, t1, dt = float(t0), float(t1), float(dt)
-    if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
-        raise ValueError(f"`t1` ({t1} ms) must be finite and greater than `t0` ({t0} ms).")
-    if not (dt > 0 and math.isfinite(dt)):
-        raise ValueError(f"`dt` must be > 0 ms, got {dt}.")
-    n_steps = round((t1 - t0) / dt)
-    if n_steps < 1 or abs(n_steps * dt - (t1 - t0)) > 1e-9 * max(1.0, t1 - t0):
-        raise ValueError(
-            f"`t1 - t0` ({t1 - t0} ms) must be a whole number of steps `dt` ({dt} ms); "
-            f"e.g. t1 = {t0 + max(n_steps, 1) * dt}."
-        )
+    t0, t1, dt, n_steps = _time_grid(t0, t1, dt)
     record = tuple(record)
     for name in record:
         if name not in ("v",) + params.gate_names:
@@ -382,31 +411,11 @@ def simulate_batch(
         raise ValueError(f"`unroll` must be a positive int, got {unroll!r}.")
 
     dtype = jnp.result_type(params.dtype, float)
-    stimulus = as_stimulus(stimulus, per_neuron=True)
-    if stimulus is not None:
-        stimulus.check_span(t0, t1)
-
-    # The batch: params' batch shape, widened by a per-neuron stimulus or y0.
-    shapes = [params.batch_shape]
-    if stimulus is not None:
-        shapes.append(jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape)
-    if y0 is not None:
-        y0 = _as_state(y0, params)  # finite, gates in [0, 1]
-        shapes.append(jnp.broadcast_shapes(*(jnp.shape(x) for x in jax.tree_util.tree_leaves(y0))))
-    batch_shape = jnp.broadcast_shapes(*shapes)
+    params, stimulus, y0, batch_shape, per_neuron = _flat_batch(params, stimulus, y0, t0, t1)
     size = int(np.prod(batch_shape, dtype=np.int64))
-    flat = lambda x: jnp.broadcast_to(jnp.asarray(x), batch_shape).reshape(size)
-    # Fields shared by all neurons stay scalars: a per-neuron copy would be read every step
-    # (about 12 % of the step's time when all of them are copies).
-    params = jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x) if jnp.ndim(x) == 0 else flat(x), params
-    )
-    if y0 is not None:
-        y0 = jax.tree_util.tree_map(lambda x: flat(x).astype(dtype), y0)
-    per_neuron = stimulus is not None and _per_neuron_stimulus(stimulus, size, dtype)
-    if per_neuron and len(batch_shape) > 1:
-        raise ValueError("Per-neuron stimuli need a 1-D batch; flatten `params` first.")
     threshold = float(_spike_threshold("simulate_batch", params, threshold))
+    platform = jax.local_devices()[0].platform
+    fused = _choose_kernel("simulate_batch", kernel, platform, stimulus, size, dtype, record)
     global_size = size
     split = _scale.split_processes(distribute)
     if split:
@@ -458,20 +467,36 @@ def simulate_batch(
 
         bar = tqdm(total=size, unit="neuron", desc="simulate_batch")
 
+    def run_on_devices(p_c, s_c, y_c, fused):
+        if n_dev > 1:
+            return _scale.on_devices(
+                _local_kernel(config, part // n_dev, platform, fused),
+                ("simulate_batch", config, platform, fused),
+                (p_c, s_c, y_c), (True, per_neuron, True), part, devices,
+                _CPU_COMPILER_OPTIONS if platform == "cpu" and not fused else None,
+            )
+        return _run_chunk(p_c, s_c, y_c, config, part, platform, fused)
+
     def run_part(c):
         lo, hi = c * part, min(size, (c + 1) * part)
         p_c = _take(params, lo, lo + part, size)
         s_c = _take(stimulus, lo, lo + part, size) if per_neuron else stimulus
         y_c = None if y0 is None else _take(y0, lo, lo + part, size)
-        if n_dev > 1:
-            out = _scale.on_devices(
-                _local_kernel(config, part // n_dev, devices[0].platform),
-                ("simulate_batch", config, devices[0].platform),
-                (p_c, s_c, y_c), (True, per_neuron, True), part, devices,
-                _CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None,
+        nonlocal fused
+        try:
+            out = run_on_devices(p_c, s_c, y_c, fused)
+        except Exception as error:  # a model the fused kernel cannot lower: fall back
+            if not (fused and kernel == "auto"):
+                raise
+            warnings.warn(
+                f"simulate_batch: the fused kernel failed for this model ({type(error).__name__}:"
+                f" {str(error)[:300]}); running the XLA kernel (pass kernel='xla' to skip "
+                "the attempt).",
+                RuntimeWarning,
+                stacklevel=3,
             )
-        else:
-            out = _run_chunk(p_c, s_c, y_c, config, part, devices[0].platform)
+            fused = False
+            out = run_on_devices(p_c, s_c, y_c, fused)
         out = jax.device_get(out)
         return jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], out)
 
@@ -520,8 +545,123 @@ def simulate_batch(
     return BatchFeatures(count, buf, rate, state, dropped, record_ts, recorded, ok)
 
 
-def _local_kernel(config: KernelConfig, size: int, platform: str):
+def _time_grid(t0, t1, dt) -> tuple[float, float, float, int]:
+    """`(t0, t1, dt, steps)` as numbers, checked: a span of a whole number of steps."""
+    t0, t1, dt = float(t0), float(t1), float(dt)
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
+        raise ValueError(f"`t1` ({t1} ms) must be finite and greater than `t0` ({t0} ms).")
+    if not (dt > 0 and math.isfinite(dt)):
+        raise ValueError(f"`dt` must be > 0 ms, got {dt}.")
+    n_steps = round((t1 - t0) / dt)
+    if n_steps < 1 or abs(n_steps * dt - (t1 - t0)) > 1e-9 * max(1.0, t1 - t0):
+        raise ValueError(
+            f"`t1 - t0` ({t1 - t0} ms) must be a whole number of steps `dt` ({dt} ms); "
+            f"e.g. t1 = {t0 + max(n_steps, 1) * dt}."
+        )
+    return t0, t1, dt, n_steps
+
+
+def _flat_batch(params, stimulus, y0, t0: float, t1: float):
+    """The batch flattened to one axis: `(params, stimulus, y0, batch_shape, per_neuron)`.
+
+    The batch shape is params' batch shape widened by a per-neuron stimulus or `y0`; fields
+    shared by all neurons stay scalars (a per-neuron copy would be read every step: about
+    12 % of the step's time when all of them are copies); `y0` is checked (finite, gates in
+    [0, 1]) and flattened; `per_neuron` says whether the stimulus gives one value per neuron.
+    """
+    dtype = jnp.result_type(params.dtype, float)
+    stimulus = as_stimulus(stimulus, per_neuron=True)
+    if stimulus is not None:
+        stimulus.check_span(t0, t1)
+    shapes = [params.batch_shape]
+    if stimulus is not None:
+        shapes.append(jax.eval_shape(stimulus, jnp.zeros((), dtype)).shape)
+    if y0 is not None:
+        y0 = _as_state(y0, params)
+        shapes.append(jnp.broadcast_shapes(*(jnp.shape(x) for x in jax.tree_util.tree_leaves(y0))))
+    batch_shape = tuple(jnp.broadcast_shapes(*shapes))
+    size = int(np.prod(batch_shape, dtype=np.int64))
+    flat = lambda x: jnp.broadcast_to(jnp.asarray(x), batch_shape).reshape(size)  # noqa: E731
+    params = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x) if jnp.ndim(x) == 0 else flat(x), params
+    )
+    if y0 is not None:
+        y0 = jax.tree_util.tree_map(lambda x: flat(x).astype(dtype), y0)
+    per_neuron = stimulus is not None and _per_neuron_stimulus(stimulus, size, dtype)
+    if per_neuron and len(batch_shape) > 1:
+        raise ValueError("Per-neuron stimuli need a 1-D batch; flatten `params` first.")
+    return params, stimulus, y0, batch_shape, per_neuron
+
+
+def batch_features(
+    params: AbstractModel,
+    stimulus: AbstractStimulus | ArrayLike | None = None,
+    t1: float = 1000.0,
+    *,
+    t0: float = 0.0,
+    dt: float = 0.025,
+    y0: Any | Sequence[ArrayLike] | None = None,
+    threshold: ArrayLike | None = None,
+    max_spikes: int = 64,
+    kernel: str = "auto",
+) -> BatchFeatures:
+    """[`simulate_batch`][]'s kernel as one traceable call: spike features of a batch under
+    `jax.jit`, `jax.jvp`/`jax.jacfwd`/[`hhjax.value_and_grad_forward`][] and `jax.grad`.
+
+    One compiled program for the whole batch on the default device (no chunks, threads,
+    devices, processes or progress bar; use `simulate_batch` for millions of neurons). Spike
+    times are differentiable with respect to the parameters, the stimulus' values and `y0`
+    (a crossing time moves smoothly with them; the counts are integers).
+
+    **Arguments:** as [`simulate_batch`][]; `t0`, `t1`, `dt`, `max_spikes` and `kernel` are
+    plain Python values, `threshold` may be traced (default the model's own, which follows
+    a traced `v_ref`). The spike-time buffer is filled as in `simulate_batch` (blocks of
+    0.5 ms for the XLA kernel).
+
+    - `kernel`: `"xla"`, `"fused"` or `"auto"` (fused on GPUs where it can run the batch).
+      **Reverse mode (`jax.grad`) needs `kernel="xla"`**: Pallas cannot transpose the fused
+      kernel's loop, and `jax.grad` through it fails with "Linearization failed". Forward
+      mode goes through both; with few parameters it is also the cheaper mode (see
+      `value_and_grad_forward`).
+
+    **Returns:**
+
+    A [`BatchFeatures`][] with `record_ts` and `record` `None`; `rate` is NaN and `ok` False
+    for a neuron whose state did not stay finite (no warning: the values may be traced).
+    """
+    params = _model("batch_features", params)
+    t0, t1, dt, n_steps = _time_grid(t0, t1, dt)
+    max_spikes = check_count("max_spikes", max_spikes)
+    dtype = jnp.result_type(params.dtype, float)
+    params, stimulus, y0, batch_shape, _ = _flat_batch(params, stimulus, y0, t0, t1)
+    size = int(np.prod(batch_shape, dtype=np.int64))
+    threshold = _spike_threshold("batch_features", params, threshold)
+    platform = jax.devices()[0].platform
+    fused = _choose_kernel("batch_features", kernel, platform, stimulus, size, dtype)
+    block = min(max(1, round(_DEFAULT_BLOCK / dt)), n_steps)
+    n_blocks, tail = divmod(n_steps, block)
+    config = KernelConfig(t0, dt, n_blocks, block, tail, 0.0, max_spikes)
+    if fused:
+        out = _fused.fused_chunk(params, stimulus, y0, config, size, not _is_gpu(platform),
+                                 threshold=threshold)
+    else:
+        out = _run_chunk_impl(params, stimulus, y0, config, size, hold_rates=False,
+                              threshold=threshold)
+    count, times, dropped, state, _ = out
+    leaves = jax.tree_util.tree_leaves(state)
+    ok = jnp.all(jnp.stack([jnp.isfinite(x) for x in leaves]), axis=0)
+    rate = jnp.where(ok, count.astype(dtype) * (1000.0 / (t1 - t0)), jnp.nan)
+    unflat = lambda x: x.reshape(batch_shape + x.shape[1:])  # noqa: E731
+    count, times, dropped, rate, ok = map(unflat, (count, times, dropped, rate, ok))
+    state = jax.tree_util.tree_map(unflat, state)
+    return BatchFeatures(count, times, rate, state, dropped, None, None, ok)
+
+
+def _local_kernel(config: KernelConfig, size: int, platform: str, fused=False):
     """The per-device body of a `shard_map`ped chunk: `size` neurons on one device."""
+    if fused:
+        interpret = not _is_gpu(platform)
+        return lambda p, s, y: _fused.fused_chunk(p, s, y, config, size, interpret)
     hold = platform == "cpu"
     return lambda p, s, y: _run_chunk_impl(p, s, y, config, size, hold_rates=hold)
 

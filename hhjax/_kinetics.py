@@ -22,6 +22,9 @@ value and its gradient finite and exact at that point.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
@@ -56,6 +59,28 @@ EXP_CAP = 50.0
 """Largest exponent [`exp_safe`][] evaluates exactly; $e^{50} \\approx 5 \\times 10^{21}$ leaves
 headroom even in float32. For the 1952 rates it is reached only below -475 mV (from the
 reference potential)."""
+
+
+_BARRIERS = contextvars.ContextVar("hhjax_barriers", default=True)
+
+
+def keep(x):
+    """`jax.lax.optimization_barrier(x)`: stops XLA from rewriting a hand-fused power of one
+    exponential (`e * e`) back into a second exponential. Inside [`barriers`][]`(False)` it is
+    `x` itself: the fused Pallas kernel (`hhjax._fused`), lowered through Triton, has neither
+    that rewrite nor a lowering for the barrier."""
+    return jax.lax.optimization_barrier(x) if _BARRIERS.get() else x
+
+
+@contextlib.contextmanager
+def barriers(on: bool):
+    """While tracing inside this context, [`keep`][] is a barrier (`on`) or the identity.
+    A context variable: other threads tracing at the same time are unaffected."""
+    token = _BARRIERS.set(bool(on))
+    try:
+        yield
+    finally:
+        _BARRIERS.reset(token)
 
 
 def exp_safe(x: ArrayLike) -> Array:

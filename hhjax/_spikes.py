@@ -49,7 +49,9 @@ def _crossing_fraction(v0, v1, v_inf, threshold):
     """
     num = (threshold - v0) * (v0 + v1 - 2.0 * v_inf)
     den = (v1 - v0) * (v0 + threshold - 2.0 * v_inf)
-    return jnp.clip(jnp.where(den != 0.0, num / den, 1.0), 0.0, 1.0)
+    # The inner `where` keeps 0/0 out of reverse-mode derivatives (steps with no crossing).
+    nonzero = den != 0.0
+    return jnp.clip(jnp.where(nonzero, num / jnp.where(nonzero, den, 1.0), 1.0), 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------- adaptive spikes

@@ -83,7 +83,7 @@ def traub_rates(v, v_t):
     # at ±250 mV, so the powers below never overflow (float32 overflows at u < -350 mV).
     u = jnp.asarray(jnp.clip(v, -250.0, 250.0) - v_t)
     cutoff = K.series_cutoff(u.dtype)
-    e40 = jax.lax.optimization_barrier(jnp.exp(u * (-1.0 / 40.0)))  # keep the powers below
+    e40 = K.keep(jnp.exp(u * (-1.0 / 40.0)))  # keep the powers below
     e20 = e40 * e40
     e10 = e20 * e20
     e5 = e10 * e10  # e^{-u/5}
@@ -293,7 +293,7 @@ class MSlow(AbstractChannel):
         # on one core: 123 instead of 89 M neuron-steps/s for the RS cell's step).
         # v clipped to ±250 mV as in `traub_rates`: e and e² stay finite in float32.
         v = jnp.clip(v, -250.0, 250.0)
-        e = jax.lax.optimization_barrier(jnp.exp((v + 35.0) * (-1.0 / 20.0)))
+        e = K.keep(jnp.exp((v + 35.0) * (-1.0 / 20.0)))
         e2 = e * e
         return dict(p=(1.0 / (1.0 + e2), (3.3 + e2) / (model.tau_max * e)))
 

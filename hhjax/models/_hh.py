@@ -24,7 +24,6 @@ import sys
 import warnings
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
@@ -335,7 +334,7 @@ def _fast_rates(params, v, phi=None, hold=None):
         phi = _phi(params)
     # The barrier stops XLA from rewriting the products below back into exp(k·x) (which
     # would bring back the exponentials this function exists to avoid); it costs nothing.
-    e80 = jax.lax.optimization_barrier(jnp.exp(u * (-1.0 / 80.0)))
+    e80 = K.keep(jnp.exp(u * (-1.0 / 80.0)))
     e18 = jnp.exp(u * (-1.0 / 18.0))
     e40 = e80 * e80
     e20 = e40 * e40
