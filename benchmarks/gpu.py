@@ -181,7 +181,7 @@ def main():
                     print(row, flush=True)
                     continue
                 first, median, times, out = timed(
-                    lambda k=kernel: run_once(n, dtype, args.t1, k), args.repeats
+                    lambda k=kernel, n=n, d=dtype: run_once(n, d, args.t1, k), args.repeats
                 )
                 last_rate[kernel] = n * steps / median
                 outputs[kernel] = out

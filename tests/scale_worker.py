@@ -1,6 +1,6 @@
-"""Worker for tests/test_scale.py: runs `simulate_batch` and `fit_batch` on a small fixed
-problem and saves the results, either on this process's devices or as one process of a
-`jax.distributed` run.
+"""Worker for tests/test_scale.py: runs `simulate_batch` (both kernels) and `fit_batch` on a
+small fixed problem and saves the results, either on this process's devices or as one process
+of a `jax.distributed` run.
 
     python tests/scale_worker.py OUT.npz                      # this process's devices
     python tests/scale_worker.py OUT.npz PROCESS_ID N PORT    # one of N processes on 127.0.0.1
@@ -68,6 +68,8 @@ def run():
     p, stim, recs = problem()
     f = hhjax.simulate_batch(p, stim, 60.0, dt=0.05, max_spikes=4, record=("v",))
     fits = hf.fit_batch(recs, FREE, init="linear")
+    # The fused Pallas kernel (interpreted here) through the same device and process paths.
+    fused = hhjax.simulate_batch(p, stim, 60.0, dt=0.05, max_spikes=4, kernel="fused")
     extra = {}
     if jax.local_device_count() == 2 and jax.process_count() == 1:
         # Inputs laid out by the user on an Explicit mesh (jax's default kind): brought to the
@@ -79,6 +81,7 @@ def run():
         extra["explicit_times"] = np.asarray(e.spike_times)
     return dict(**extra,
         count=np.asarray(f.spike_count), times=np.asarray(f.spike_times),
+        fused_count=np.asarray(fused.spike_count), fused_times=np.asarray(fused.spike_times),
         v=np.asarray(f.record["v"]), ok=np.asarray(f.ok),
         values=np.array([[r.values[n] for n in FREE] for r in fits]),
         stderr=np.array([[r.stderr[n] for n in FREE] for r in fits]),

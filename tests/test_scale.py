@@ -56,6 +56,8 @@ def test_batch_entry_points_equal_one_device(runs, name):
     assert np.all(np.diff(reference["cem_losses"][1:]) <= 0)  # the search does descend
     if name == "devices":  # inputs sharded on an Explicit mesh are taken as they are
         np.testing.assert_array_equal(got["explicit_times"], reference["times"][:6])
+    np.testing.assert_array_equal(reference["fused_count"], reference["count"])
+    np.testing.assert_array_equal(reference["fused_times"], reference["times"])
     for key in ("count", "times", "v", "ok", "values", "stderr", "n_iter", "cem_theta",
-                "cem_losses"):
+                "cem_losses", "fused_count", "fused_times"):
         np.testing.assert_array_equal(got[key], reference[key], err_msg=key)
