@@ -16,6 +16,7 @@ from jax.export import DisabledSafetyCheck, export
 import hhjax
 from hhjax._batch import KernelConfig, _run_chunk
 from hhjax._fused import _BLOCK, fused_chunk, fused_chunk_jit
+from hhjax.models import HCurrent, HHPotassium, HHSodium, Leak, Membrane, MSlow
 
 SIZE = _BLOCK + 72  # a full block and a partial one
 # 2,393 steps of 0.025 ms: 119 record blocks of 20 steps and a tail of 13.
@@ -30,12 +31,18 @@ def _models():
         "rs": hhjax.models.Pospischil.regular_spiking(),
         "ib": hhjax.models.Pospischil.intrinsically_bursting(),  # + I_L, I_M
         "lts": hhjax.models.Pospischil.low_threshold(),  # + I_T, I_M
+        # A user-composed model: HH channels, an h current and a slow K current, 16.3 °C.
+        "composed": Membrane(
+            (HHSodium(), HHPotassium(), HCurrent(), MSlow(), Leak()),
+            dict(g_na=120.0, e_na=50.0, g_k=36.0, e_k=-77.0, v_ref=-65.0, temperature=16.3,
+                 g_h=0.05, e_h=-43.0, g_m=0.3, tau_max=608.0, g_l=0.3, e_l=-54.4, c_m=1.0),
+        ),
     }
 
 
 def _scale(name):
     """Current densities (µA/cm²) that take each model from silence to firing."""
-    return 15.0 if name.startswith("hh") else 1.5
+    return 15.0 if name.startswith(("hh", "composed")) else 1.5
 
 
 def _stimuli(name, dtype):
@@ -78,7 +85,8 @@ def _assert_same(xla, fused, dtype):
 # Every stimulus kind for HH and one cortical cell; two kinds for the other models (each kind
 # compiles both kernels, about 1.6 s).
 CASES = {"hh": None, "rs": None, "hh1952": ("sum", "pulses_per_neuron"),
-         "ib": ("sum", "pulses_per_neuron"), "lts": ("step_per_neuron", "ou")}
+         "ib": ("sum", "pulses_per_neuron"), "lts": ("step_per_neuron", "ou"),
+         "composed": ("step_per_neuron", "sampled_linear")}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -157,7 +165,7 @@ def test_fused_kernel_lowers_for_cuda_through_triton(dtype):
     """The GPU build of the kernel, made here: `jax.export` lowers it for CUDA, which runs the
     Pallas Triton lowering of every operation in the loop body (a model operation Triton has
     no rule for fails here). Compiling the Triton module to PTX needs a GPU (benchmarks/gpu.py)."""
-    for name in ("hh", "rs", "lts"):
+    for name in ("hh", "rs", "lts", "composed"):
         params = _models()[name].astype(dtype)
         stimuli = _stimuli(name, dtype)
         for label in ("none", "step_per_neuron", "pulses_per_neuron", "sum"):
