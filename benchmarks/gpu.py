@@ -36,6 +36,8 @@ import os
 import pathlib
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -78,30 +80,22 @@ def timed(fn, repeats):
     return first, statistics.median(times), times, out
 
 
-def jaxley_run(n, dtype, t1):
-    """Jaxley's one-compartment HH, `jit(vmap)` over amplitudes; None if not importable."""
+def jaxley_run(n, t1, repeats):
+    """Jaxley on the same workload: the CPU table's own peer script (`peers/jaxley_batch.py`,
+    one HH compartment, `jit(vmap)`), run here in a subprocess on the GPU. None if Jaxley is
+    not importable."""
     try:
-        import jaxley as jx
-        from jaxley.channels import HH
+        import jaxley  # noqa: F401
     except ImportError:
         return None
-    comp = jx.Compartment()
-    comp.set("radius", 56.41895835477563 / 2)  # µm; area 10,000 µm² as in NEURON
-    comp.set("length", 56.41895835477563)
-    comp.insert(HH())
-    comp.set("v", -65.0)
-    comp.init_states()
-    comp.record("v", verbose=False)
-
-    def count(amp):
-        current = jx.step_current(5.0, 1e9, amp, DT, t1)  # nA
-        v = jx.integrate(comp, data_stimuli=comp.data_stimulate(current, verbose=False),
-                         delta_t=DT, t_max=t1)[0]
-        return jnp.sum((v[:-1] < 0.0) & (v[1:] >= 0.0))
-
-    amps = jnp.linspace(0.0, 20.0, n, dtype=dtype) * 0.1  # µA/cm² × 1e-4 cm² -> nA
-    run = jax.jit(jax.vmap(count))
-    return lambda: np.asarray(jax.block_until_ready(run(amps)))
+    w = dict(n=n, t_ms=t1, dt_ms=DT, amp_lo=0.0, amp_hi=20.0, t_on=5.0, repeats=repeats,
+             max_spikes=16, subset=[0, n - 1])
+    proc = subprocess.run([sys.executable, str(HERE / "peers" / "jaxley_batch.py"),
+                           json.dumps(w)], capture_output=True, text=True, cwd=HERE / "peers")
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if not lines:
+        return dict(error=proc.stderr[-500:])
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 class Budget:
@@ -202,13 +196,9 @@ def main():
                 ))
                 print(rows[-1], flush=True)
             if dtype == jnp.float32 and n <= 10**5 and budget.left() > 120:
-                jl = jaxley_run(n, dtype, args.t1)
+                jl = jaxley_run(n, args.t1, args.repeats)  # float32, as the peer defaults
                 if jl is not None:
-                    first, median, times, counts = timed(jl, args.repeats)
-                    rows.append(dict(dtype=dtype_name, neurons=n, kernel="jaxley",
-                                     first_call_s=first, median_s=median,
-                                     neuron_steps_per_s=n * steps / median,
-                                     mean_spike_count=float(np.mean(counts))))
+                    rows.append(dict(dtype=dtype_name, neurons=n, kernel="jaxley", **jl))
                     print(rows[-1], flush=True)
             save()
             n *= 10
