@@ -48,7 +48,9 @@ from ._objectives import stimulus_epoch as stimulus_epoch
 from ._optax import CheckpointError as CheckpointError
 from ._optax import default_optimizer as default_optimizer
 from ._plot import plot_fit as plot_fit
+from ._recording import CurrentSteps as CurrentSteps
 from ._recording import Recording as Recording
+from ._recording import current_steps as current_steps
 from ._recording import estimate_noise as estimate_noise
 from ._recording import estimate_series_resistance as estimate_series_resistance
 from ._recording import response_lag as response_lag
@@ -77,6 +79,8 @@ __all__ = [
     "Electrode",
     "estimate_series_resistance",
     "response_lag",
+    "CurrentSteps",
+    "current_steps",
     "LeastSquares",
     "SpikeFeatures",
     "SpikeTiming",

@@ -31,6 +31,7 @@ import numpy as np
 
 from .._features import _crossings
 from ..models._stepper import integrate
+from ._recording import current_steps
 
 __all__ = [
     "AbstractObjective", "LeastSquares", "SpikeFeatures", "SpikeTiming", "SweepFeatures",
@@ -275,17 +276,15 @@ def data_features(t, v, t_on, t_off, *, threshold: float | str = 0.0, rearm: flo
 
 def stimulus_epoch(i_inj, t) -> tuple[float, float]:
     """`(t_on, t_off)` (ms, from the recording's start) of the stimulus: from the first sample
-    whose current departs from the first sample's by over 10 % of the largest departure, to
-    the sample after the last such one. Raises `ValueError` for a constant current."""
-    i = np.asarray(i_inj, dtype=np.float64)
+    whose current departs from the holding level by over 10 % of the largest departure (and
+    8 times the current's noise; [`current_steps`][]), to the sample after the last such one.
+    Raises `ValueError` for a current that never steps."""
     t = np.asarray(t, dtype=np.float64)
-    dev = np.abs(i - i[0])
-    big = float(np.max(dev))
-    if not big > 0:
+    on = current_steps(i_inj, fraction=0.1).away
+    if not on.size:
         raise ValueError(
             "the injected current never changes, so there is no stimulus epoch to measure "
             "spike features against; fit such a recording with objective=LeastSquares().")
-    on = np.flatnonzero(dev > 0.1 * big)
     k0, k1 = int(on[0]), min(int(on[-1]) + 1, len(t) - 1)
     return float(t[k0] - t[0]), float(t[k1] - t[0])
 

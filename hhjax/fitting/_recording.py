@@ -6,6 +6,8 @@ are converted once, here, with the membrane area stated.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,10 @@ from jaxtyping import Array
 
 from ..io import _first_non_increasing, _unit_problems
 
-__all__ = ["Recording", "estimate_noise", "estimate_series_resistance", "response_lag"]
+__all__ = [
+    "CurrentSteps", "Recording", "current_steps", "estimate_noise", "estimate_series_resistance",
+    "response_lag",
+]
 
 _T_SCALE = {"ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3}
 _V_SCALE = {"mV": 1.0, "V": 1e3, "uV": 1e-3, "µV": 1e-3}
@@ -46,15 +51,60 @@ def estimate_noise(v) -> float:
     return float(1.482602218505602 * mad / np.sqrt(6.0))
 
 
-def _steps_of(i):
-    """Samples `k` where the current steps (`i[k + 1]` differs from `i[k]` by over 5 % of
-    the largest step), and the steps."""
+class CurrentSteps(NamedTuple):
+    """Where a sampled current steps ([`current_steps`][]): the one reading of a current's
+    steps that every fitting path uses (the step protocol's window, the spike objectives'
+    stimulus epoch, the voltage jumps behind the series-resistance estimate).
+
+    - `holding`: the level before the first step (the median of the samples before the
+      first clear jump; of the first 5 % when the sweep starts with one).
+    - `noise`: robust standard deviation of the current's sample-to-sample noise (0 for a
+      clean command; a recorded current channel has some).
+    - `threshold`: a change counts above this: `max(8 noise, fraction × largest departure
+      from holding)`.
+    - `edges`: samples `k` where the current jumps, `|i[k+1] - i[k]| > threshold`.
+    - `away`: samples away from `holding` by over `threshold`.
+    """
+
+    holding: float
+    noise: float
+    threshold: float
+    edges: np.ndarray
+    away: np.ndarray
+
+
+def current_steps(i, fraction: float = 0.05) -> CurrentSteps:
+    r"""Read the steps of a sampled current `i` (any units; a clean command or a noisy
+    recorded channel, with or without a holding current): see [`CurrentSteps`][].
+
+    The noise is $1.4826\,\mathrm{MAD}(\Delta i)/\sqrt 2$: steps are rare among the
+    differences, so the median ignores them. A change must exceed 8 times it (a false step
+    from Gaussian noise then needs a 5.7 σ difference) and `fraction` of the largest departure
+    from the holding level (small test pulses and digitiser ripple below that are not steps).
+    """
     i = np.asarray(i, dtype=np.float64)
-    di = np.diff(i)
-    big = float(np.max(np.abs(di))) if di.size else 0.0
-    if not big > 0:
-        return np.zeros(0, int), di
-    return np.flatnonzero(np.abs(di) > 0.05 * big), di
+    if i.ndim != 1 or i.size < 2:
+        raise ValueError(f"current_steps: need a 1-D current of >= 2 samples, got {i.shape}.")
+    d = np.diff(i)
+    noise = 1.482602218505602 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    # The holding level: the median before the first clear jump (a test pulse too small to be
+    # one shifts it little), or of the first 5 % when the sweep starts with a jump.
+    floor = 1e-9 * float(np.max(np.abs(i)))
+    jumps = np.flatnonzero(np.abs(d) > max(8.0 * noise, fraction * float(np.max(np.abs(d))),
+                                           floor, 1e-300))
+    first = int(jumps[0]) + 1 if jumps.size else i.size
+    holding = float(np.median(i[:first] if first >= 10 else i[: max(10, i.size // 20)]))
+    departure = np.abs(i - holding)
+    largest = float(np.max(departure))
+    # A floor far below any step, so that a constant current has no steps (not every sample).
+    threshold = max(8.0 * noise, fraction * largest, floor, 1e-300)
+    return CurrentSteps(holding, noise, threshold, np.flatnonzero(np.abs(d) > threshold),
+                        np.flatnonzero(departure > threshold))
+
+
+def _steps_of(i):
+    """Samples `k` where the current jumps ([`current_steps`][]), and the jumps."""
+    return current_steps(i).edges, np.diff(np.asarray(i, dtype=np.float64))
 
 
 def response_lag(v, i, max_lag: int = 4) -> int:
@@ -74,11 +124,12 @@ def response_lag(v, i, max_lag: int = 4) -> int:
 
 def onset_jumps(v, i, dt: float) -> tuple[float, int]:
     """`(rho, edges)`: the least-squares slope of the voltage jumps on the current's jumps
-    (mV per unit of `i`) over the `edges` samples where the current steps by over 5 % of its
-    largest step. Each jump is the change over two samples, `response_lag` samples after the
-    step (two, since an amplifier's filter spreads the jump: the shared 20-kHz files put
-    80–85 % of it in the first sample), less the membrane's own charging over those samples,
-    taken from the change over the four samples after them. A fit refines it."""
+    (mV per unit of `i`) over the `edges` samples where the current steps
+    ([`current_steps`][]). Each jump is the change over two samples, `response_lag`
+    samples after the step (two, since an amplifier's filter spreads the jump: the shared
+    20-kHz files put 80–85 % of it in the first sample), less the membrane's own charging
+    over those samples, taken from the change over the four samples after them. A fit
+    refines it."""
     v = np.asarray(v, dtype=np.float64)
     k, di = _steps_of(i)
     lag = response_lag(v, i)

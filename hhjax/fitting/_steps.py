@@ -45,7 +45,7 @@ from ..models._stepper import integrate
 from ._config import CrossEntropy, Guess
 from ._fit import FitResult, fit
 from ._objectives import SpikeFeatures, SpikeTiming, SweepFeatures, data_features
-from ._recording import Recording, response_lag
+from ._recording import Recording, current_steps, response_lag
 
 __all__ = [
     "StepSweep",
@@ -95,11 +95,11 @@ class StepSweep:
 def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSweep | None:
     """The first current step of `recording` and the window `[on - pre, off + post]`.
 
-    The current may be a clean command or a recorded (noisy) channel with a holding current:
-    the holding level is the median of the sweep's first 5 %, the noise level a robust
-    estimate from sample-to-sample differences, and the step is where the current departs
-    from the holding level by over 8 times that noise (any departure, for a clean command)
-    until it leaves the step's own level by as much. The step's edges are moved by the
+    The current may be a clean command or a recorded (noisy) channel with a holding current,
+    read by [`current_steps`][]: the step is where the current first departs from the holding
+    level by over its threshold (8 times the current's noise, and 5 % of the largest
+    departure, so that a small test pulse before it is passed over) until it leaves the
+    step's own level by as much. The step's edges are moved by the
     samples the recorded response lags the command ([`response_lag`][]), so that the cell is
     stimulated when it responds.
 
@@ -112,12 +112,7 @@ def step_sweep(recording, *, pre: float = 100.0, post: float = 50.0) -> StepSwee
             f"got {type(recording).__name__} with i_unit={getattr(recording, 'i_unit', None)!r}."
         )
     t, v, i = (np.asarray(x, dtype=np.float64) for x in (recording.t, recording.v, recording.i_inj))
-    holding = float(np.median(i[: max(10, len(i) // 20)]))
-    d = np.diff(i)
-    noise = 1.482602218505602 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
-    scale = float(np.max(np.abs(i))) if i.size else 0.0
-    thr = max(8.0 * noise, 1e-9 * scale)
-    away = np.flatnonzero(np.abs(i - holding) > thr)
+    holding, noise, thr, _, away = current_steps(i)
     if not away.size:
         return None
     on = int(away[0])
