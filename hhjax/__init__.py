@@ -20,7 +20,9 @@ __version__ = "0.1.0"
 # Where each public name lives: {module: names}; a module listed with no names is itself public.
 _EXPORTS = {
     "._batch": ("BatchFeatures", "batch_features", "simulate_batch"),
-    "._features": ("FICurve", "fi_curve", "firing_rate", "spike_count", "spike_times"),
+    "._features": (
+        "FICurve", "coincidence_factor", "fi_curve", "firing_rate", "spike_count", "spike_times",
+    ),
     "._model": ("AbstractModel",),
     "._simulate": (
         "Currents",

@@ -5,6 +5,8 @@ Units: ms, mV, Hz (spikes per second), µA/cm².
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,9 @@ from ._checks import (
 )
 from ._model import AbstractModel, _spike_threshold
 
-__all__ = ["spike_times", "spike_count", "firing_rate", "FICurve", "fi_curve"]
+__all__ = [
+    "spike_times", "spike_count", "firing_rate", "FICurve", "fi_curve", "coincidence_factor",
+]
 
 
 def _crossings(v, threshold):
@@ -374,3 +378,61 @@ def _fi_counts(params, amplitudes, delay, t1, t_start, threshold, dt_save, simul
         return jnp.sum(_crossings(traj.v, threshold) & inside), traj.ok
 
     return jax.vmap(counts_for)(amplitudes)
+
+
+# ---------------------------------------------------------------------------- spike coincidence
+def coincidence_factor(data, model, duration: float, window: float = 4.0) -> float:
+    r"""The spike-time coincidence factor $\Gamma$ of a predicted spike train against a
+    recorded one (Kistler, Gerstner & van Hemmen 1997; Jolivet et al. 2008, with
+    $\Delta$ = `window`):
+
+    $$\Gamma = \frac{N_{coinc} - 2\nu\Delta N_{data}}
+                    {\tfrac12 (N_{data} + N_{model})(1 - 2\nu\Delta)},
+      \qquad \nu = N_{model} / T,$$
+
+    where $N_{coinc}$ counts pairs of a data spike and a model spike at most $\Delta$ apart,
+    each spike in at most one pair (closest pairs first), so that $\Gamma \le 1$. 1 is a
+    perfect prediction, about 0 what a Poisson train of the model's rate achieves by chance
+    (slightly below: pairing each spike once finds a little fewer than the $2\nu\Delta
+    N_{data}$ pairs the correction expects, -0.03 for two 20-Hz trains and 4 ms); negative
+    values are worse than chance.
+
+    **Arguments:**
+
+    - `data`, `model`: spike times (ms), 1-D, in any order; NaNs (padding) are dropped.
+    - `duration`: the span $T$ (ms) the trains were compared over, > 0.
+    - `window`: $\Delta$ (ms), > 0; 4 ms is the usual choice for cortical neurons.
+
+    **Returns:**
+
+    $\Gamma$ (a float); NaN where it is undefined: neither train has a spike, or the model
+    fires at or above $1/(2\Delta)$ (125 Hz for 4 ms), where the chance level reaches 1.
+    """
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"coincidence_factor: `duration` must be > 0 ms, got {duration}.")
+    if not (math.isfinite(window) and window > 0):
+        raise ValueError(f"coincidence_factor: `window` must be > 0 ms, got {window}.")
+    trains = []
+    for name, x in (("data", data), ("model", model)):
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if np.any(np.isinf(x)):
+            raise ValueError(f"coincidence_factor: `{name}` has an infinite spike time.")
+        trains.append(np.sort(x[~np.isnan(x)]))
+    d, m = trains
+    n_data, n_model = d.size, m.size
+    rate = n_model / duration
+    norm = 1.0 - 2.0 * rate * window
+    if n_data + n_model == 0 or norm <= 0:
+        return math.nan
+    # One-to-one pairs within the window, closest first.
+    gaps = np.abs(d[:, None] - m[None, :])
+    rows, cols = np.nonzero(gaps <= window)
+    used_d, used_m, coinc = set(), set(), 0
+    for k in np.argsort(gaps[rows, cols], kind="stable"):
+        a, b = int(rows[k]), int(cols[k])
+        if a not in used_d and b not in used_m:
+            used_d.add(a)
+            used_m.add(b)
+            coinc += 1
+    chance = 2.0 * rate * window * n_data
+    return float((coinc - chance) / (0.5 * (n_data + n_model) * norm))

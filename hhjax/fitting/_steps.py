@@ -40,11 +40,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._features import coincidence_factor
 from ..models._cortical import Pospischil
 from ..models._stepper import integrate
 from ._config import CrossEntropy, Guess
 from ._fit import FitResult, fit
-from ._objectives import SpikeFeatures, SpikeTiming, SweepFeatures, data_features
+from ._objectives import (
+    SpikeFeatures,
+    SpikeTiming,
+    SweepFeatures,
+    crossing_times,
+    data_features,
+)
 from ._recording import Recording, current_steps, response_lag
 
 __all__ = [
@@ -313,13 +320,19 @@ def predict_steps(model: Pospischil, sweeps: Sequence[StepSweep], dt: float = 0.
     """Simulate every sweep and compare features with the data.
 
     **Returns:** a list of dicts (one per sweep): sweep, amplitude (pA), data and model
-    spike counts, steady-state voltages (mV), latencies (ms), whether the sweep spikes.
+    spike counts, steady-state voltages (mV), latencies (ms), whether the sweep spikes, and
+    `gamma`, the coincidence factor of the model's spikes with the data's during the step
+    ([`hhjax.coincidence_factor`][], ±4 ms; NaN where neither fires).
     """
     rows = []
     for sw in sweeps:
         t, v = simulate_step(model, sw, dt)
         fd = data_features(sw.t, sw.v, sw.t_on, sw.t_off)
         fm = data_features(t, v, sw.t_on, sw.t_off)
+        # The spikes data_features counts (0 mV, re-armed 3 mV below), during the step.
+        during = [s[(s >= sw.t_on) & (s < sw.t_off)] for s in
+                  (crossing_times(sw.t, sw.v, 0.0, -3.0), crossing_times(t, v, 0.0, -3.0))]
+        gamma = coincidence_factor(*during, duration=sw.t_off - sw.t_on)
         rows.append(
             dict(
                 sweep=sw.sweep,
@@ -333,6 +346,7 @@ def predict_steps(model: Pospischil, sweeps: Sequence[StepSweep], dt: float = 0.
                 rest_model=fm.rest,
                 latency_data=fd.latency,
                 latency_model=fm.latency,
+                gamma=gamma,
             )
         )
     return rows
