@@ -256,15 +256,14 @@ def _is_gpu(platform: str) -> bool:
 _KERNELS = ("auto", "xla", "fused")
 
 
-def _choose_kernel(owner: str, kernel: str, platform: str, stimulus, size: int, dtype,
-                   record=()) -> bool:
+def _choose_kernel(owner: str, kernel: str, platform: str, stimulus, size: int, dtype) -> bool:
     """Whether `owner` runs the fused kernel: `"auto"` on GPUs where it can, `"fused"` always
     (or an error saying why not), `"xla"` never."""
     if kernel not in _KERNELS:
         raise ValueError(f"{owner}: `kernel` must be one of {_KERNELS}, got {kernel!r}.")
     if kernel == "xla" or (kernel == "auto" and not _is_gpu(platform)):
         return False
-    reason = _fused.unsupported(stimulus, size, dtype, record)
+    reason = _fused.unsupported(stimulus, size, dtype)
     if reason is None:
         return True
     if kernel == "fused":
@@ -378,8 +377,8 @@ def simulate_batch(
     - `kernel`: `"xla"`, a `lax.scan` over time (every platform); `"fused"`, one Pallas
       program per block of neurons holding their state in registers for the whole run
       (`hhjax._fused`: Triton on GPUs, Pallas' slow interpreter elsewhere; per-neuron
-      stimuli of `Step` and `Pulses` terms, shared stimuli of any kind, no `record`; every
-      crossing is stored, so `dropped` stays 0); `"auto"` (default), the fused kernel on
+      stimuli of `Step` and `Pulses` terms, shared stimuli of any kind; every crossing is
+      stored, so `dropped` stays 0); `"auto"` (default), the fused kernel on
       GPUs where it can run the batch, else the XLA one. Both give the same counts and,
       in one dtype, the same spike times to rounding (`tests/test_fused.py`).
 
@@ -415,7 +414,7 @@ def simulate_batch(
     size = int(np.prod(batch_shape, dtype=np.int64))
     threshold = float(_spike_threshold("simulate_batch", params, threshold))
     platform = jax.local_devices()[0].platform
-    fused = _choose_kernel("simulate_batch", kernel, platform, stimulus, size, dtype, record)
+    fused = _choose_kernel("simulate_batch", kernel, platform, stimulus, size, dtype)
     global_size = size
     split = _scale.split_processes(distribute)
     if split:

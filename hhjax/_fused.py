@@ -28,8 +28,9 @@ purpose there, is dropped: see [`hhjax._kinetics.keep`][]). Stimuli shared by al
 any kind, are tabulated at the step midpoints outside the kernel (`steps` values, e.g. 160 kB
 for 1 s in float32) and read as one broadcast scalar per step; per-neuron [`hhjax.Step`][] and
 [`hhjax.Pulses`][] terms (a pulse train is a sum of steps) are evaluated in the kernel from
-their per-neuron fields. Per-neuron sampled or noise currents, and coarse records, are left to
-the XLA kernel ([`unsupported`][] says why).
+their per-neuron fields. Per-neuron sampled or noise currents are left to the XLA kernel
+([`unsupported`][] says why). A coarse `record` is written from the kernel, a column after
+each record block.
 
 **Differences from the XLA kernel.** Every crossing is stored (up to `max_spikes`), so
 `dropped` is always 0; the XLA kernel stores one crossing per record block and counts the
@@ -98,10 +99,8 @@ def _split(stimulus, size: int, dtype):
     return tuple(shared), tuple(steps), None
 
 
-def unsupported(stimulus, size: int, dtype, record=()) -> str | None:
+def unsupported(stimulus, size: int, dtype) -> str | None:
     """Why the fused kernel cannot run this batch, or `None` when it can."""
-    if record:
-        return "a coarse `record` (the fused kernel returns features and the final state only)"
     return _split(stimulus, size, dtype)[2]
 
 
@@ -115,16 +114,15 @@ def fused_chunk(params, stimulus, y0, config, size: int, interpret: bool, thresh
     """The fused kernel for `size` neurons; the same outputs as `hhjax._batch._chunk_kernel`:
     `(count, spike_times, dropped, final_state, ())`.
 
-    `params` fields are scalars or `(size,)`; `config` is a `hhjax._batch.KernelConfig` (its
-    `record` must be empty); `threshold` (mV, an array, possibly traced) replaces
-    `config.threshold`. Traceable (call it under `jit`); `interpret=True` runs Pallas'
-    interpreter (any backend), `False` lowers through Triton (GPUs).
+    `params` fields are scalars or `(size,)`; `config` is a `hhjax._batch.KernelConfig`
+    (its `record` variables are sampled where the XLA kernel samples them); `threshold` (mV,
+    an array, possibly traced) replaces `config.threshold`. Traceable (call it under `jit`);
+    `interpret=True` runs Pallas' interpreter (any backend), `False` lowers through Triton
+    (GPUs).
     """
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
 
-    if config.record:
-        raise ValueError("fused_chunk: the fused kernel records nothing; use the XLA kernel.")
     dtype = jnp.result_type(params.dtype, float)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
     if y0 is None:
@@ -167,7 +165,8 @@ def fused_chunk(params, stimulus, y0, config, size: int, interpret: bool, thresh
                  for _ in steps]
         table_ref = take(1)[0] if table else None
         thr = take(1)[0][...]
-        count_ref, times_ref, *state_refs = refs
+        count_ref, times_ref, *refs = refs
+        state_refs, record_refs = refs[: len(y_leaves)], refs[len(y_leaves):]
         # Made here, not closed over: a Pallas kernel takes no captured arrays.
         dt_, t0_ = jnp.asarray(config.dt, dtype), jnp.asarray(config.t0, dtype)
         constants = p._step_constants(dt_)
@@ -198,9 +197,29 @@ def fused_chunk(params, stimulus, y0, config, size: int, interpret: bool, thresh
             plt.store(times_ref.at[rows, slot], t_cross, mask=up & (count < max_spikes))
             return new, count + up.astype(jnp.int32)
 
-        state, count = jax.lax.fori_loop(
-            0, n_steps, step, (y, jnp.zeros((block,), jnp.int32))
-        )
+        def keep(column, state):
+            # One recorded sample of each variable: a column of the record.
+            for name, ref in zip(config.record, record_refs, strict=True):
+                plt.store(ref.at[rows, jnp.full((block,), column)], getattr(state, name))
+
+        carry = (y, jnp.zeros((block,), jnp.int32))
+        if not config.record:
+            carry = jax.lax.fori_loop(0, n_steps, step, carry)
+        else:
+            # Blocks of `config.block` steps, a sample after each (and of the start, and after
+            # a last partial block), where the XLA kernel samples.
+            keep(0, y)
+
+            def one_block(b, carry):
+                carry = jax.lax.fori_loop(b * config.block, (b + 1) * config.block, step, carry)
+                keep(b + 1, carry[0])
+                return carry
+
+            carry = jax.lax.fori_loop(0, config.n_blocks, one_block, carry)
+            if config.tail:
+                carry = jax.lax.fori_loop(config.n_blocks * config.block, n_steps, step, carry)
+                keep(config.n_blocks + 1, carry[0])
+        state, count = carry
         # Written as a float (exact below 2**24): Pallas' forward-mode derivative of a kernel
         # fails on integer outputs (jax 0.10.2).
         count_ref[...] = count.astype(dtype)
@@ -218,6 +237,9 @@ def fused_chunk(params, stimulus, y0, config, size: int, interpret: bool, thresh
         *(jax.ShapeDtypeStruct((n_pad,), x.dtype) for x in y_leaves),
     ]
     out_specs = [per_neuron, times_spec] + [per_neuron] * len(y_leaves)
+    samples = config.n_blocks + 1 + (1 if config.tail else 0)
+    out_shape += [jax.ShapeDtypeStruct((n_pad, samples), dtype) for _ in config.record]
+    out_specs += [pl.BlockSpec((block, samples), lambda i: (i, 0)) for _ in config.record]
     call = pl.pallas_call(
         kernel,
         out_shape=out_shape,
@@ -231,10 +253,11 @@ def fused_chunk(params, stimulus, y0, config, size: int, interpret: bool, thresh
     # No XLA to undo the kernels' hand-fused exponentials here, and no Triton lowering for the
     # barrier that stops it; in interpret mode the barriers stay (XLA compiles the body).
     with _kinetics.barriers(interpret):
-        count, times, *state = _all_tangents(call)(*inputs)
-    state = jax.tree_util.tree_unflatten(y_tree, [x[:size] for x in state])
+        count, times, *rest = _all_tangents(call)(*inputs)
+    state = jax.tree_util.tree_unflatten(y_tree, [x[:size] for x in rest[: len(y_leaves)]])
+    recorded = tuple(x[:size] for x in rest[len(y_leaves):])
     count = jax.lax.stop_gradient(count[:size]).astype(jnp.int32)
-    return count, times[:size], jnp.zeros((size,), jnp.int32), state, ()
+    return count, times[:size], jnp.zeros((size,), jnp.int32), state, recorded
 
 
 def _make_forward_only():

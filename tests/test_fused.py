@@ -66,13 +66,16 @@ def _stimuli(name, dtype):
     }
 
 
-def _config(params):
-    return KernelConfig(threshold=float(params.spike_threshold), **CONFIG)
+def _config(params, record=()):
+    return KernelConfig(threshold=float(params.spike_threshold), record=record, **CONFIG)
 
 
 def _assert_same(xla, fused, dtype):
-    count, times, dropped, state, _ = xla
-    f_count, f_times, f_dropped, f_state, _ = fused
+    count, times, dropped, state, record = xla
+    f_count, f_times, f_dropped, f_state, f_record = fused
+    assert len(f_record) == len(record)
+    for a, b in zip(record, f_record):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-3 if dtype == jnp.float32 else 1e-8)
     np.testing.assert_array_equal(f_count, count)
     np.testing.assert_array_equal(np.isnan(f_times), np.isnan(times))
     tol = 1e-4 if dtype == jnp.float32 else 1e-9  # ms; spike times reach 60 ms
@@ -110,14 +113,17 @@ def test_fused_kernel_equals_xla_kernel_for_every_stimulus(name):
 
 
 @pytest.mark.parametrize("name", ["hh", "rs"])
-def test_fused_kernel_equals_xla_kernel_in_float64_with_a_given_state(name):
+def test_fused_kernel_equals_xla_kernel_in_float64_with_a_given_state_and_a_record(name):
     params = _models()[name].astype(jnp.float64)
     stimuli = _stimuli(name, jnp.float64)
     # Neurons that start away from rest (a given y0, different per neuron).
     y0 = hhjax.steady_state(params, jnp.linspace(-80.0, -50.0, SIZE))
+    # With a coarse record of the voltage and a gate (a sample per record block and the tail).
+    record = ("v", params.gate_names[-1])
     for label in ("step_per_neuron", "sum"):
-        xla = _run_chunk(params, stimuli[label], y0, _config(params), SIZE, "cpu")
-        fused = fused_chunk_jit(params, stimuli[label], y0, _config(params), SIZE, True)
+        xla = _run_chunk(params, stimuli[label], y0, _config(params, record), SIZE, "cpu")
+        fused = fused_chunk_jit(params, stimuli[label], y0, _config(params, record), SIZE, True)
+        assert fused[4][0].shape == (SIZE, CONFIG["n_blocks"] + 2)
         _assert_same(xla, fused, jnp.float64)
         assert int(np.sum(xla[0])) > 0
 
@@ -143,6 +149,15 @@ def test_simulate_batch_fused_equals_xla_and_auto_is_xla_on_cpu():
     np.testing.assert_array_equal(fused.ok, xla.ok)
     auto = hhjax.simulate_batch(p, 10.0, 60.0, **kwargs)  # a CPU: the XLA kernel
     np.testing.assert_array_equal(auto.spike_times, xla.spike_times)
+    # A coarse record every 2.5 ms: 20 blocks of 2.5 ms and a partial one of 1 ms.
+    xla = hhjax.simulate_batch(p, 10.0, 61.0, kernel="xla", record=("v", "n"), record_dt=2.5,
+                               **kwargs)
+    fused = hhjax.simulate_batch(p, 10.0, 61.0, kernel="fused", record=("v", "n"),
+                                 record_dt=2.5, **kwargs)
+    np.testing.assert_array_equal(fused.record_ts, xla.record_ts)
+    for name in ("v", "n"):
+        assert fused.record[name].shape == (2, 3, 22)
+        np.testing.assert_allclose(fused.record[name], xla.record[name], atol=1e-9)
 
 
 def test_fused_kernel_refuses_what_it_cannot_run_and_says_why():
@@ -150,8 +165,6 @@ def test_fused_kernel_refuses_what_it_cannot_run_and_says_why():
     per_neuron_sampled = hhjax.Sampled(jnp.linspace(0.0, 50.0, 11), jnp.ones((4, 11)), hold=True)
     with pytest.raises(ValueError, match="per-neuron Sampled.*kernel='xla'"):
         hhjax.simulate_batch(p, per_neuron_sampled, 50.0, kernel="fused")
-    with pytest.raises(ValueError, match="record.*kernel='xla'"):
-        hhjax.simulate_batch(p, 10.0, 50.0, record=("v",), kernel="fused")
     with pytest.raises(ValueError, match="`kernel` must be one of"):
         hhjax.simulate_batch(p, 10.0, 50.0, kernel="triton")
     with pytest.raises(ValueError, match="`kernel` must be one of"):
@@ -174,7 +187,8 @@ def test_fused_kernel_lowers_for_cuda_through_triton(dtype):
         stimuli = _stimuli(name, dtype)
         for label in labels:
             stimulus = hhjax._stimulus.as_stimulus(stimuli[label], per_neuron=True)
-            config = _config(params)
+            # The record's column stores and nested block loops lower too.
+            config = _config(params, ("v",) if label == "step_per_neuron" else ())
 
             def run(p, s, y0, config=config):
                 return fused_chunk(p, s, y0, config, SIZE, interpret=False)
