@@ -254,6 +254,19 @@ def _as_recordings(recordings) -> list[Recording]:
     )
 
 
+def _fit_into(value, shape):
+    """`value` in a member's slot of `shape`: the multi-start's loss histories are shorter
+    than the first pass's (its cap is `_core.MULTISTART_MAX_ITER`), so they are NaN-padded
+    (histories are read only up to each run's own iteration count)."""
+    value = np.asarray(value)
+    if value.shape == tuple(shape):
+        return value
+    pad = [(0, want - have) for have, want in zip(value.shape, shape, strict=True)]
+    if any(p[1] < 0 for p in pad):
+        raise AssertionError(f"a multi-start output {value.shape} exceeds its slot {shape}")
+    return np.pad(value, pad, constant_values=np.nan)
+
+
 def _history(out, n_res):
     """Loss history (mean squared residual per iteration) of a `_core` result; after a
     nudging refit that was kept, the first run's history followed by the refit's."""
@@ -1199,7 +1212,8 @@ def fit_batch(
                 if _better(member(first, j), cand) is cand:
                     won[j] = True
                     for name in final:
-                        final[name][j] = first[name][j] if name == "start" else cand[name]
+                        value = first[name][j] if name == "start" else cand[name]
+                        final[name][j] = _fit_into(value, final[name].shape[1:])
         return first, final, tried, won
 
     t_start = time.perf_counter()
