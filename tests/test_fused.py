@@ -243,3 +243,22 @@ def test_batch_features_under_jit_with_a_traced_threshold():
     eager = hhjax.simulate_batch(p, jnp.array([0.0, 10.0]), 50.0).spike_count
     np.testing.assert_array_equal(counts(p), eager)
     assert int(eager[0]) == 0 and int(eager[1]) > 0
+
+
+def test_auto_falls_back_to_xla_when_the_fused_kernel_fails(monkeypatch):
+    """On a GPU, `kernel="auto"` tries the fused kernel; a model Triton cannot lower (here a
+    stand-in failure) warns and runs the XLA kernel, with the same results as asking for it."""
+    from hhjax import _batch
+
+    def broken(*args, **kwargs):
+        raise NotImplementedError("Unimplemented primitive in Pallas Triton lowering: sort")
+
+    monkeypatch.setattr(_batch, "_is_gpu", lambda platform: True)  # as if on a GPU
+    monkeypatch.setattr(_batch._fused, "fused_chunk_jit", broken)
+    p = hhjax.HHParams()
+    with pytest.warns(RuntimeWarning, match="fused kernel failed.*NotImplementedError"):
+        auto = hhjax.simulate_batch(p, jnp.array([0.0, 10.0]), 40.0)
+    xla = hhjax.simulate_batch(p, jnp.array([0.0, 10.0]), 40.0, kernel="xla")
+    np.testing.assert_array_equal(auto.spike_times, xla.spike_times)
+    with pytest.raises(NotImplementedError):  # asked for by name: no silent fallback
+        hhjax.simulate_batch(p, jnp.array([0.0, 10.0]), 40.0, kernel="fused")
