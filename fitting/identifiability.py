@@ -52,11 +52,11 @@ def main(argv=None):
         "",
         "`python fitting/identifiability.py` — each fit from no guess that missed the "
         "tolerances, beside the truth's own loss (the mean square of the noise drawn into "
-        "its recording) and a refit started at the truth (its first loss is the truth under "
-        "the fit's integrator). Loss in σ² per sample; a loss varies by about sqrt(2/n) = "
-        "0.016 between noise draws. A failed fit at or below the truth's own loss explains "
-        "the trace as well as the truth does: no least-squares fit can be held to the "
-        "tolerances there.",
+        "its recording), the truth with its initial voltage started, as every fit starts "
+        "it, at the first (noisy) sample, and a refit started at the truth. Loss in σ² per "
+        "sample; a loss varies by about sqrt(2/n) = 0.016 between noise draws. A failed "
+        "fit at or below the truth's own loss explains the trace as well as the truth "
+        "does: no least-squares fit can be held to the tolerances there.",
         "",
         "| fit | data spikes | loss of the failed fit | the truth's own loss (its noise) | "
         "the truth from v0 = first sample | LM from the truth: first → last | verdict | "
