@@ -19,8 +19,9 @@ exponential-Euler step ([`hhjax.AbstractModel.exp_euler_step`][], through
 `_exp_euler_step`) and spike detector (`hhjax._spikes._crossing_fraction`), traced from the
 same JAX code every other path runs, so every model of the contract (HH, the cortical family,
 user-composed models) gets its kernel without a second implementation of its equations; an FFI
-kernel would need each model written again in CUDA. Pallas' Mosaic-GPU lowering failed on this
-kernel when it was built (jax 0.10.2); Triton lowering works in float32 and float64.
+kernel would need each model written again in CUDA. Pallas' Mosaic-GPU lowering failed on a
+prototype of this kernel (jax 0.10.2); the Triton lowering is built here in float32 and
+float64 for every tested model (`tests/test_fused.py`; compiling it to PTX needs a GPU).
 
 **What the kernel takes.** Any model whose step lowers through Triton (elementwise arithmetic,
 `exp`, `where`, `pow`; `jax.lax.optimization_barrier`, which has no Triton lowering and no
