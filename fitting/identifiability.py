@@ -11,9 +11,9 @@ protocol, not to the optimiser. A refit started at the truth (`init="guess"`, no
 shows where Levenberg–Marquardt goes from there. The data's spike count is shown
 beside it (a slow ramp leaves some perturbed HH truths silent: accommodation).
 
-    python fitting/identifiability.py [--family hh] [--protocols ramp random_steps]
+    python fitting/identifiability.py [--family hh|rs] [--protocols ramp random_steps ou]
 
-Writes `fitting/results/protocols/identifiability.md`.
+Writes `identifiability.md` beside the study's `results.json`.
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--family", default="hh", choices=["hh", "rs"])
     ap.add_argument("--protocols", nargs="+", default=["ramp", "random_steps"])
+    ap.add_argument("--out", default=None,
+                    help="the study's results folder (default: protocols/ for hh, "
+                    "protocols/rs/ for rs, where the study's runs keep them)")
     args = ap.parse_args(argv)
-    results = json.loads((S.OUT / "results.json").read_text())
+    out = pathlib.Path(args.out) if args.out else S.OUT / ("rs" if args.family == "rs" else "")
+    results = json.loads((out / "results.json").read_text())
     _, free, _ = S.family(args.family)
     lines = [
         "# Failed protocol-study fits: optimiser or trace?",
@@ -106,7 +110,7 @@ def main(argv=None):
                 f"{refit.loss_history[0]:.3f} → {refit.noise_floor:.3f} | "
                 f"{verdict} | {errs} |")
             print(lines[-1], flush=True)
-    (S.OUT / "identifiability.md").write_text("\n".join(lines) + "\n")
+    (out / "identifiability.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
