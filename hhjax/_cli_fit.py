@@ -345,14 +345,16 @@ def _report(args, path, out, sweeps, train, result, elapsed, population, generat
     lines += [f"| {k} | {v:.4g} | {_UNITS.get(k, '')} |" for k, v in params.items()]
     lines += [
         "",
-        "| sweep | pA | role | spikes data | spikes model | V_ss data (mV) | V_ss model (mV) |",
-        "|---|---|---|---|---|---|---|",
+        "| sweep | pA | role | spikes data | spikes model | Γ (±4 ms) | V_ss data (mV) | "
+        "V_ss model (mV) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         role = "train" if r["sweep"] in train_ids else "test"
+        gamma = "–" if np.isnan(r["gamma"]) else f"{r['gamma']:.2f}"
         lines.append(
             f"| {r['sweep']} | {r['amplitude_pA']:+.0f} | {role} | {r['count_data']} | "
-            f"{r['count_model']} | {r['steady_data']:.1f} | {r['steady_model']:.1f} |"
+            f"{r['count_model']} | {gamma} | {r['steady_data']:.1f} | {r['steady_model']:.1f} |"
         )
     lines += ["", "![fit](fit.png)", ""]
     (out / "report.md").write_text("\n".join(lines))

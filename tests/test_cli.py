@@ -353,6 +353,7 @@ def test_fit_shows_every_phase(tmp_path, capsys, monkeypatch):
                 count_model=0,
                 steady_data=-60.0,
                 steady_model=-60.0,
+                gamma=float("nan"),
             )
             for s in sweeps
         ]

@@ -322,7 +322,8 @@ def predict_steps(model: Pospischil, sweeps: Sequence[StepSweep], dt: float = 0.
     **Returns:** a list of dicts (one per sweep): sweep, amplitude (pA), data and model
     spike counts, steady-state voltages (mV), latencies (ms), whether the sweep spikes, and
     `gamma`, the coincidence factor of the model's spikes with the data's during the step
-    ([`hhjax.coincidence_factor`][], ±4 ms; NaN where neither fires).
+    ([`hhjax.coincidence_factor`][], ±4 ms; NaN where neither fires, or where the model
+    fires at 125 Hz or more and Γ is undefined).
     """
     rows = []
     for sw in sweeps:
