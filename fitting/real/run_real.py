@@ -65,6 +65,8 @@ def evaluate(rows, train):
         for r in sub
     ]
     frac_supra = float(np.mean(ok_supra)) if supra else math.nan
+    # Spike timing on held-out spiking sweeps: the coincidence factor (±4 ms), where defined.
+    gammas = [r["gamma"] for r in supra if not math.isnan(r.get("gamma", math.nan))]
     frac_sub = float(np.mean(ok_sub)) if sub else math.nan
     return dict(
         n_test_supra=len(supra),
@@ -80,6 +82,8 @@ def evaluate(rows, train):
         sub_deflection_within_2mV=float(np.mean(np.array(dev_rel) <= 2.0)) if sub else math.nan,
         supra_within_1_up_to_peak=float(np.mean(below)) if below else math.nan,
         n_test_supra_up_to_peak=len(below),
+        gamma_median=float(np.median(gammas)) if gammas else math.nan,
+        n_gamma=len(gammas),
         accepted=bool((not supra or frac_supra >= 0.8) and (not sub or all(ok_sub))),
     )
 
@@ -167,9 +171,10 @@ def main():
         "",
         "| file | train sweeps (pA) | C (pF) | g_L (mS/cm²) | E_L | g_Na | g_Kd | V_T | g_M | "
         "tau_max | held-out spiking within ±1 | … up to peak rate | count MAE | "
+        "median Γ held-out spiking | "
         "held-out subthr. within 2 mV | steady MAE (mV) | … deflection within 2 mV | "
         "accepted | fit (s) |",
-        "|" + "---|" * 18,
+        "|" + "---|" * 19,
     ]
     for r in records:
         p, s = r["params"], r["summary"]
@@ -180,6 +185,7 @@ def main():
             f"{fmt(s['supra_within_1'])} ({s['n_test_supra']}) | "
             f"{fmt(s['supra_within_1_up_to_peak'])} ({s['n_test_supra_up_to_peak']}) | "
             f"{fmt(s['count_mae'])} | "
+            f"{fmt(s.get('gamma_median', math.nan))} ({s.get('n_gamma', 0)}) | "
             f"{fmt(s['sub_within_2mV'])} ({s['n_test_sub']}) | {fmt(s['steady_mae_mV'])} | "
             f"{fmt(s['sub_deflection_within_2mV'])} | "
             f"{'yes' if s['accepted'] else 'no'} | {r['fit_seconds']:.0f} |"
@@ -189,7 +195,10 @@ def main():
         "Columns: 'held-out spiking within ±1' is the fraction of held-out sweeps with spikes "
         "whose model spike count is within ±1 of the data (number of such sweeps in brackets); "
         "'… up to peak rate' the same without sweeps stronger than the one that fires most "
-        "(depolarisation block); 'held-out subthr. within 2 mV' the fraction of held-out "
+        "(depolarisation block); 'median Γ' the median coincidence factor of the model's "
+        "spikes with the data's during the step (±4 ms; Kistler 1997, Jolivet 2008; 1 = every "
+        "spike matched, ~0 = chance; sweeps where it is defined in brackets); "
+        "'held-out subthr. within 2 mV' the fraction of held-out "
         "non-spiking sweeps whose steady-state voltage (mean of the last 100 ms of the step) is "
         "within 2 mV of the data; '… deflection' the same for the change from each sweep's own "
         "pre-step baseline (the recorded baselines drift between sweeps, by up to ±9 mV in "
@@ -203,15 +212,16 @@ def main():
         lines.append(f"## {r['file']}")
         lines.append("")
         lines.append(
-            "| sweep | pA | role | count data | count model | V_ss data | V_ss model | "
+            "| sweep | pA | role | count data | count model | Γ | V_ss data | V_ss model | "
             "V_rest data | V_rest model |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for w in r["sweeps"]:
             role = "train" if w["sweep"] in r["train_sweeps"] else "test"
             lines.append(
                 f"| {w['sweep']} | {w['amplitude_pA']:+.0f} | {role} | {w['count_data']} | "
-                f"{w['count_model']} | {w['steady_data']:.1f} | {w['steady_model']:.1f} | "
+                f"{w['count_model']} | {fmt(w.get('gamma', math.nan))} | "
+                f"{w['steady_data']:.1f} | {w['steady_model']:.1f} | "
                 f"{w['rest_data']:.1f} | {w['rest_model']:.1f} |"
             )
         lines.append("")
