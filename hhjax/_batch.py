@@ -399,12 +399,7 @@ def simulate_batch(
             raise ValueError(
                 f"`record` entries must be among {('v',) + params.gate_names}, got {name!r}."
             )
-    block_dt = _DEFAULT_BLOCK if record_dt is None else float(record_dt)
-    block = max(1, round(block_dt / dt))
-    if record_dt is not None and abs(block * dt - block_dt) > 1e-9 * block_dt:
-        raise ValueError(f"`record_dt` ({record_dt} ms) must be a multiple of `dt` ({dt} ms).")
-    block = min(block, n_steps)
-    n_blocks, tail = divmod(n_steps, block)
+    block, n_blocks, tail = _blocks(dt, n_steps, record_dt)
     max_spikes = check_count("max_spikes", max_spikes)
     if not (isinstance(unroll, int) and unroll >= 1):
         raise ValueError(f"`unroll` must be a positive int, got {unroll!r}.")
@@ -413,7 +408,9 @@ def simulate_batch(
     params, stimulus, y0, batch_shape, per_neuron = _flat_batch(params, stimulus, y0, t0, t1)
     size = int(np.prod(batch_shape, dtype=np.int64))
     threshold = float(_spike_threshold("simulate_batch", params, threshold))
-    platform = jax.local_devices()[0].platform
+    devices = jax.local_devices()
+    n_dev = len(devices)
+    platform = devices[0].platform
     fused = _choose_kernel("simulate_batch", kernel, platform, stimulus, size, dtype)
     global_size = size
     split = _scale.split_processes(distribute)
@@ -425,22 +422,20 @@ def simulate_batch(
             stimulus = _rows(stimulus, rows, size)
         size = len(rows)
 
-    devices = jax.local_devices()
-    n_dev = len(devices)
     samples = n_blocks + (1 if tail else 0) + 1 if record else 0
     per_neuron_bytes = jnp.finfo(dtype).bits // 8 * (max_spikes + 8 + samples * len(record))
     if workers is None:
-        workers = _available_cores() if devices[0].platform == "cpu" and n_dev == 1 else 1
+        workers = _available_cores() if platform == "cpu" and n_dev == 1 else 1
         workers = max(1, min(workers, size // _MIN_PART))
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"`workers` must be a positive int, got {workers!r}.")
-    if n_dev > 1 or devices[0].platform != "cpu":
+    if n_dev > 1 or platform != "cpu":
         workers = 1
     if chunk_size is None:
         # On a CPU, each core's part small enough that a step's arrays stay in its own L2
         # cache, large enough to amortise the per-step dispatch; bounded by memory when
         # recording. An accelerator takes millions at once.
-        cpu = devices[0].platform == "cpu"
+        cpu = platform == "cpu"
         cap = _PART_PER_CORE * workers if cpu else _CHUNK_PER_ACCELERATOR
         budget = _CHUNK_BYTES if cpu else 8 * _CHUNK_BYTES
         per_device = min(cap, budget // (n_dev * per_neuron_bytes))
@@ -560,6 +555,17 @@ def _time_grid(t0, t1, dt) -> tuple[float, float, float, int]:
     return t0, t1, dt, n_steps
 
 
+def _blocks(dt: float, n_steps: int, record_dt: float | None = None) -> tuple[int, int, int]:
+    """`(block, n_blocks, tail)`: the run as blocks of `record_dt` (default 0.5 ms) in steps,
+    at most the whole run, and a last partial block of `tail` steps."""
+    block_dt = _DEFAULT_BLOCK if record_dt is None else float(record_dt)
+    block = max(1, round(block_dt / dt))
+    if record_dt is not None and abs(block * dt - block_dt) > 1e-9 * block_dt:
+        raise ValueError(f"`record_dt` ({record_dt} ms) must be a multiple of `dt` ({dt} ms).")
+    block = min(block, n_steps)
+    return (block, *divmod(n_steps, block))
+
+
 def _flat_batch(params, stimulus, y0, t0: float, t1: float):
     """The batch flattened to one axis: `(params, stimulus, y0, batch_shape, per_neuron)`.
 
@@ -619,7 +625,7 @@ def batch_features(
 
     - `kernel`: `"xla"`, `"fused"` or `"auto"` (fused on GPUs where it can run the batch).
       **Reverse mode (`jax.grad`) needs `kernel="xla"`**: Pallas cannot transpose the fused
-      kernel's loop, and `jax.grad` through it fails with "Linearization failed". Forward
+      kernel's loop, and `jax.grad` through it raises a `TypeError` saying so. Forward
       mode goes through both; with few parameters it is also the cheaper mode (see
       `value_and_grad_forward`).
 
@@ -637,8 +643,7 @@ def batch_features(
     threshold = _spike_threshold("batch_features", params, threshold)
     platform = jax.devices()[0].platform
     fused = _choose_kernel("batch_features", kernel, platform, stimulus, size, dtype)
-    block = min(max(1, round(_DEFAULT_BLOCK / dt)), n_steps)
-    n_blocks, tail = divmod(n_steps, block)
+    block, n_blocks, tail = _blocks(dt, n_steps)
     config = KernelConfig(t0, dt, n_blocks, block, tail, 0.0, max_spikes)
     if fused:
         out = _fused.fused_chunk(params, stimulus, y0, config, size, not _is_gpu(platform),

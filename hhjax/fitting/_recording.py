@@ -89,15 +89,15 @@ def current_steps(i, fraction: float = 0.05) -> CurrentSteps:
     noise = 1.482602218505602 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
     # The holding level: the median before the first clear jump (a test pulse too small to be
     # one shifts it little), or of the first 5 % when the sweep starts with a jump.
-    floor = 1e-9 * float(np.max(np.abs(i)))
+    # A floor far below any step, so that a constant current has no steps (not every sample).
+    floor = max(1e-9 * float(np.max(np.abs(i))), 1e-300)
     jumps = np.flatnonzero(np.abs(d) > max(8.0 * noise, fraction * float(np.max(np.abs(d))),
-                                           floor, 1e-300))
+                                           floor))
     first = int(jumps[0]) + 1 if jumps.size else i.size
     holding = float(np.median(i[:first] if first >= 10 else i[: max(10, i.size // 20)]))
     departure = np.abs(i - holding)
     largest = float(np.max(departure))
-    # A floor far below any step, so that a constant current has no steps (not every sample).
-    threshold = max(8.0 * noise, fraction * largest, floor, 1e-300)
+    threshold = max(8.0 * noise, fraction * largest, floor)
     return CurrentSteps(holding, noise, threshold, np.flatnonzero(np.abs(d) > threshold),
                         np.flatnonzero(departure > threshold))
 
@@ -112,8 +112,11 @@ def response_lag(v, i, max_lag: int = 4) -> int:
     `max_lag`): digitisers and amplifiers often record the response one sample or more after
     the command changes (one sample in the shared 20-kHz files). 0 where the current never
     steps."""
-    v = np.asarray(v, dtype=np.float64)
-    k, di = _steps_of(i)
+    return _lag(np.asarray(v, dtype=np.float64), *_steps_of(i), max_lag)
+
+
+def _lag(v, k, di, max_lag: int = 4) -> int:
+    """[`response_lag`][] from the current's jump samples `k` and jumps `di`."""
     k = k[k + 2 + max_lag < v.size]
     if not k.size:
         return 0
@@ -132,7 +135,7 @@ def onset_jumps(v, i, dt: float) -> tuple[float, int]:
     refines it."""
     v = np.asarray(v, dtype=np.float64)
     k, di = _steps_of(i)
-    lag = response_lag(v, i)
+    lag = _lag(v, k, di)
     k = k[(k >= 2) & (k + 6 + lag < v.size)]
     if not k.size:
         return 0.0, 0
