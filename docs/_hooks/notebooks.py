@@ -31,7 +31,8 @@ def _key(repo, notebook, abf_dir):
     digest = hashlib.sha256(notebook.read_bytes())
     for source in sorted((repo / "hhjax").rglob("*.py")):
         digest.update(source.read_bytes())
-    digest.update(str(abf_dir is not None).encode())
+    if notebook.name == NEEDS_RECORDINGS:
+        digest.update(str(abf_dir is not None).encode())
     return digest.hexdigest()[:16]
 
 
