@@ -6,12 +6,14 @@ and the research notebooks executed in small mode.
   documented once, at its home (`hhjax` when the top level exports it, else the module that
   defines it); its other entries are short headings that link there.
 - Results: the benchmark and fitting write-ups are the committed Markdown files themselves,
-  copied with the date of the commit that last changed each.
+  copied with the date of the commit that last changed each; the validation page's
+  `%last-changed PATH%` marks are filled with those dates.
 - Notebooks: see `notebooks.py`; the figures the README shows are copied beside them.
 """
 
 import importlib
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -165,6 +167,14 @@ def write_results():
             f.write(f"{title}\n\n{note}\n{rest}")
 
 
+def write_validation():
+    """Fill each `%last-changed PATH%` of the validation page with that file's commit date."""
+    text = (REPO / "docs" / "validation.md").read_text(encoding="utf-8")
+    text = re.sub(r"%last-changed (\S+)%", lambda m: _last_changed(m.group(1)), text)
+    with mkdocs_gen_files.open("validation.md", "w") as f:
+        f.write(text)
+
+
 def write_notebooks():
     for figure in sorted((REPO / "notebooks" / "figures").glob("*.png")):
         with mkdocs_gen_files.open(f"notebooks/figures/{figure.name}", "wb") as f:
@@ -176,4 +186,5 @@ def write_notebooks():
 
 write_api()
 write_results()
+write_validation()
 write_notebooks()
