@@ -173,16 +173,47 @@ def test_trace_objective_jacobian_vs_finite_differences(family):
 def test_fit_batch_escalation_keeps_every_members_history(off_rest):
     """`fit_batch` members that stay above the noise floor go to the vmapped multi-start,
     whose loss histories are shorter (its iteration cap is 50, the first pass's 100): the
-    winners' results are stored in the first pass's slots. (This raised a broadcast error once
+    winners' results (parameters, loss, history) are stored together in the first pass's
+    slots. (This raised a broadcast error once
     a member escalated and won, seen first in the protocol study's OU fits.) Declaring half
     the true noise keeps every fit 4 σ² above its floor, so both members escalate."""
     rec = hf.Recording(off_rest.t, off_rest.v, off_rest.i_inj, sigma=0.25)
     shifted = hf.Recording(off_rest.t, off_rest.v + 0.3, off_rest.i_inj, sigma=0.25)
     res = hf.fit_batch([rec, shifted], FREE, params0=TRUTH.replace(g_na=100.0, g_k=45.0),
                        init="guess", nudges=())
-    for r in res:
+    for r, data in zip(res, (rec, shifted)):
         assert r.stages[-1] == "multistart", r.stages
         assert r.loss_history.size >= 2 and np.all(np.isfinite(r.loss_history))
-        errors = _errors(r, TRUTH, FREE)
-        assert abs(errors["g_na"]) < 0.05 and abs(errors["g_k"]) < 0.05, errors
+        # The kept parameters are the ones whose loss is reported: simulated afresh from the
+        # stored initial voltage, they give the stored final loss. (Whether a multi-start
+        # from a fit 4,300 σ² away finds the optimum is a matter of its random draws, not of
+        # the bookkeeping tested here.)
+        spec = FreeParams.make(FREE, r.params).with_nuisance(("v0",))
+        theta = spec.to_theta(spec.values(r.params, [r.values["v0"]]))
+        resid = _make_residual(spec, r.params, [(jnp.asarray(data.v), jnp.asarray(
+            data.i_inj), jnp.asarray(data.sigma))], (float(data.dt),), "fit")(theta)
+        loss = float(jnp.mean(resid**2))
+        assert loss == pytest.approx(r.noise_floor, rel=1e-6)
+        assert loss == pytest.approx(r.loss_history[-1], rel=1e-6)
     assert any(r.escalated for r in res)  # a multi-start result was kept, not only tried
+
+
+def test_initial_voltage_search_finds_each_recordings_narrow_well(off_rest):
+    """A spiking trace pins its initial voltage to hundredths of a mV; the search every start
+    gets (`_profile_v0`) finds it from a start 1 mV off, independently per recording (one
+    start above the truth's initial voltage, one below), where the plain LM from such a
+    start is not guaranteed to (fitting/results/protocols/identifiability.md)."""
+    from hhjax.fitting._core import _profile_v0
+
+    v_true = float(TRUTH.rest_state(0.0).v)
+    recs = [off_rest, off_rest]
+    spec = FreeParams.make(FREE, TRUTH).with_nuisance(("v0[0]", "v0[1]"))
+    data = [(jnp.asarray(r.v), jnp.asarray(r.i_inj), jnp.asarray(0.5)) for r in recs]
+    residual = _make_residual(spec, TRUTH, data, (DT, DT), "fit")
+    start = spec.to_theta(spec.values(TRUTH, [v_true + 1.0, v_true - 0.7]))
+    found = spec.nuisance_values(_profile_v0(spec, residual, data, start))
+    assert np.all(np.abs(np.asarray(found) - v_true) < 0.02), (found, v_true)
+    at_truth = spec.to_theta(spec.values(TRUTH, [v_true, v_true]))
+    loss = lambda th: float(jnp.mean(residual(th) ** 2))
+    assert loss(start) > 10.0 * loss(at_truth)  # the start is well outside the well
+    assert loss(_profile_v0(spec, residual, data, start)) < 1.05 * loss(at_truth)

@@ -680,10 +680,13 @@ def _build_result(spec, base, out, recs, sigma_from, hist, method, init, wall, n
     )
 
 
-def _stages(out, init, theta_guess):
-    """`FitResult.stages` of an LM `_core` result (before any escalation)."""
+def _stages(out, init, theta_guess, n_fields):
+    """`FitResult.stages` of an LM `_core` result (before any escalation); `n_fields`: the
+    model's coordinates (the nuisance ones after them, initial voltages, are moved by the
+    start's own search whichever start won)."""
     if init == "auto":
-        same = np.allclose(np.asarray(out["start"]), np.asarray(theta_guess))
+        same = np.allclose(np.asarray(out["start"])[..., :n_fields],
+                           np.asarray(theta_guess)[..., :n_fields])
         first = "guess" if same else "linear"
     else:
         first = init
@@ -779,9 +782,12 @@ def fit(
     - `bounds`, `transforms`: per-field bounds (natural units) and `"log"`/`"linear"`
       coordinates; see [`FreeParams`][].
     - `y0`: how each recording starts. `"fit"` (default): its initial voltage is fitted (a
-      nuisance coordinate `v0`, or `v0[k]` per recording, started at the first sample) with
-      the gates at steady state there: exact for a cell at rest under any constant current
-      before the recording, whatever the current does from the first sample on. `"rest"`:
+      nuisance coordinate `v0`, or `v0[k]` per recording) with the gates at steady state
+      there: exact for a cell at rest under any constant current before the recording,
+      whatever the current does from the first sample on. It starts from a grid search
+      within ±4σ of the first sample at the start's parameters (a spiking trace pins it to
+      hundredths of a mV, too narrow a well for the optimiser to find from the noisy first
+      sample); each candidate start is ranked after its search. `"rest"`:
       at rest under the first current sample; `"data"`: gates at steady state of the first
       recorded voltage (neither is fitted).
     - `sigma_from`: noise level for the uncertainty: `"residuals"` (default, $s^2 = \\|r\\|^2
@@ -896,7 +902,7 @@ def fit(
                         spread=float(spread), with_linear=with_linear)
         out = jax.block_until_ready(out)
         n_res = sum(int(r.num_samples) for r in recs)
-        stages = _stages(out, init, theta_guess)
+        stages = _stages(out, init, theta_guess, len(spec.names))
         used, escalated = bool(out["used"]), False
         segments = [int(r.num_samples) for r in recs]
         if escalate and fallback and init in _FALLBACK_INITS and _misfit(out, segments):
@@ -1223,7 +1229,8 @@ def fit_batch(
     else:
         first, final, tried, won = solve(np.arange(size))
     members = [jax.tree_util.tree_map(lambda a, k=k: a[k], final) for k in range(size)]
-    stages = [_stages(jax.tree_util.tree_map(lambda a, k=k: a[k], first), init, theta_guess[k])
+    stages = [_stages(jax.tree_util.tree_map(lambda a, k=k: a[k], first), init, theta_guess[k],
+                      len(spec.names))
               + (["multistart"] if tried[k] else []) for k in range(size)]
     escalated = [bool(x) for x in won]
     wall = time.perf_counter() - t_start
