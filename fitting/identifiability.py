@@ -56,8 +56,9 @@ def main(argv=None):
         "",
         "`python fitting/identifiability.py` — each fit from no guess that missed the "
         "tolerances, beside the truth's own loss (the mean square of the noise drawn into "
-        "its recording), the truth with its initial voltage started, as every fit starts "
-        "it, at the first (noisy) sample, and a refit started at the truth. Loss in σ² per "
+        "its recording), the truth with its initial voltage at the first (noisy) sample "
+        "(where fits started it before the initial-voltage search), and a refit started at "
+        "the truth (after its initial-voltage search). Loss in σ² per "
         "sample; a loss varies by about sqrt(2/n) = 0.016 between noise draws. A failed "
         "fit at or below the truth's own loss explains the trace as well as the truth "
         "does: no least-squares fit can be held to the tolerances there.",
