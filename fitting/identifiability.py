@@ -80,25 +80,24 @@ def main(argv=None):
             spikes = int(np.sum((v[:-1] < 0.0) & (v[1:] >= 0.0)))
             # The truth's own loss: the noise drawn into this recording (the data are the
             # truth's exact trace plus it), in σ² per sample.
-            noise = np.random.default_rng(1_000_000 + 1000 * seed + S.P.PROTOCOLS.index(proto))
-            exact = float(np.mean(noise.standard_normal(v.shape) ** 2))
+            exact = float(np.mean(S.noise_rng(proto, seed).standard_normal(v.shape) ** 2))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 refit = hf.fit(rec, free=free, params0=truth, init="guess", nudges=(),
                                escalate=False)
-            # The truth as the fit first sees it: its initial voltage starts at the first
-            # (noisy) sample, with the gates at steady state there.
-            start = simulate_grid(truth, jnp.asarray(rec.i_inj), float(rec.dt),
-                                  truth.steady_state(float(v[0])))
-            from_first = float(np.mean((np.asarray(start) - v) ** 2)) / S.SIGMA**2
+            def loss_from(v_init, truth=truth, rec=rec, v=v):
+                """The truth's loss started at `v_init` with its gates at steady state there."""
+                sim = simulate_grid(truth, jnp.asarray(rec.i_inj), float(rec.dt),
+                                    truth.steady_state(v_init))
+                return float(np.mean((np.asarray(sim) - v) ** 2)) / S.SIGMA**2
+
+            # The truth as fits started it before the initial-voltage search: at the first
+            # (noisy) sample.
+            from_first = loss_from(float(v[0]))
             # How sharply the trace pins the initial voltage: the truth from its exact rest
             # state moved by ±0.1 mV (the worse of the two).
             rest = float(truth.rest_state(0.0).v)
-            nudged = max(
-                float(np.mean((np.asarray(simulate_grid(
-                    truth, jnp.asarray(rec.i_inj), float(rec.dt),
-                    truth.steady_state(rest + dv))) - v) ** 2)) / S.SIGMA**2
-                for dv in (-0.1, 0.1))
+            nudged = max(loss_from(rest + dv) for dv in (-0.1, 0.1))
             spread = math.sqrt(2.0 / v.size)
             if fit["loss"] <= exact + spread:
                 verdict = "the trace does not single out the truth"

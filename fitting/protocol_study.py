@@ -58,13 +58,18 @@ def family(name):
     return P.rs_truth, P.RS_FREE, Pospischil.regular_spiking()
 
 
+def noise_rng(proto, seed):
+    """The generator of the noise drawn into a protocol's recording of `seed`."""
+    return np.random.default_rng(1_000_000 + 1000 * seed + P.PROTOCOLS.index(proto))
+
+
 def recording(fam, proto, seed):
     truth_of, _, _ = family(fam)
     truth = truth_of(seed)
     ts = P.grid(T1, DT)
     i = P.current(proto, seed, ts)
     v = P.reference(truth, i, ts)
-    noise = np.random.default_rng(1_000_000 + 1000 * seed + P.PROTOCOLS.index(proto))
+    noise = noise_rng(proto, seed)
     return truth, hf.Recording(ts, v + SIGMA * noise.standard_normal(v.shape), i)
 
 

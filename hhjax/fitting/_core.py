@@ -218,8 +218,6 @@ def _profile_v0(spec, residual, data, theta):
     1.01 at the truth's initial voltage, ±0.01 mV doubles it, and LM from there stopped at
     611 and 1.02 σ². Each recording's initial voltage changes only its own residuals, so one
     vmapped call per level searches all of them at once (162 simulations per start)."""
-    if not V0_PROFILE:
-        return theta
     n, levels, width = V0_PROFILE
     sizes = [int(d[0].shape[0]) for d in data]
     cut = list(np.cumsum(sizes)[:-1])
